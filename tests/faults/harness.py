@@ -88,7 +88,10 @@ def _child(yaml_path: str, run_dir: str, only: list[str], env: dict[str, str], r
     except BaseException as e:  # noqa: BLE001 - reported to the parent
         out["ok"] = False
         out["error"] = f"{type(e).__name__}: {e}"
-    Path(report).write_text(json.dumps(out))
+    # written whole or not at all: a kill landing here must not leave the parent an empty report
+    tmp = Path(f"{report}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(out))
+    os.replace(tmp, report)
     os._exit(0 if out["ok"] else 1)
 
 
@@ -158,7 +161,10 @@ def run_stage_child(yaml_path, run_dir, stages, env: dict | None = None, kill_af
         raise AssertionError(f"stage child {stages} did not finish within {timeout} s")
     secs = time.perf_counter() - t0
     left = lingering_after(proc.pid)
-    rep = json.loads(report.read_text()) if report.exists() else {}
+    try:
+        rep = json.loads(report.read_text()) if report.exists() else {}
+    except ValueError as e:  # cannot happen with the atomic write; say so plainly if it ever does
+        raise AssertionError(f"the child's report {report} is not JSON: {e}") from e
     counts = Counter(trace.read_text().split()) if trace.exists() else Counter()
     report.unlink(missing_ok=True)
     trace.unlink(missing_ok=True)
@@ -183,6 +189,13 @@ def timed_kill(clean_seconds: float, seed: str, trial: int) -> float:
 # ---- run directory state -------------------------------------------------------------------------------
 def stage_paths(run_dir: Path, stage: str) -> list[Path]:
     return [run_dir / d for d in STAGE_DIRS[stage]]
+
+
+def restore_run(run_dir: Path, ref_dir: Path) -> None:
+    """Put the whole run back to the clean reference (mtimes included), so a trial never sees what an earlier
+    trial left behind, whatever it did or however it failed."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(ref_dir, run_dir, symlinks=True)
 
 
 def reset_stage(run_dir: Path, stage: str) -> None:
@@ -283,17 +296,6 @@ def assert_stage_equals_clean(run_dir: Path, ref_dir: Path, stage: str) -> None:
     assert got == want, f"files differ: extra {sorted(got - want)}, missing {sorted(want - got)}"
     for rel in sorted(got):
         same_file(run_dir / rel, ref_dir / rel, rel)
-
-
-def restore_mtimes(run_dir: Path, ref_dir: Path, stage: str) -> None:
-    """Give a repaired stage's files (equal to the clean ones, checked) the clean files' mtimes back: later
-    stages fingerprint their inputs by size and mtime, and the trials of those stages compare with the
-    reference's manifests."""
-    for rel, p in files_under(run_dir, stage).items():
-        want = ref_dir / rel
-        if want.exists():
-            st = want.stat()
-            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def snapshot(paths: dict[str, Path]) -> dict[str, tuple[int, int]]:

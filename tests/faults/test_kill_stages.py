@@ -24,7 +24,7 @@ from faults.harness import (
     is_hidden,
     named_kill,
     reset_stage,
-    restore_mtimes,
+    restore_run,
     run_stage_child,
     snapshot,
     timed_kill,
@@ -57,6 +57,7 @@ def _kept_outputs(run_dir: Path, stage: str, manifests: dict[str, dict]) -> dict
 def test_kill9_then_rerun_equals_clean(fault_run, stage, kind, trial):
     run, ref, y = fault_run.run_dir, fault_run.ref_dir, fault_run.yaml
     seed = f"{fault_run.seed}/{stage}"
+    restore_run(run, ref)  # self-contained: nothing an earlier trial did (or failed to undo) is seen
     reset_stage(run, stage)
     if kind == "named":
         point, n = named_kill(fault_run.clean[stage].trace, seed, trial)
@@ -83,4 +84,3 @@ def test_kill9_then_rerun_equals_clean(fault_run, stage, kind, trial):
     after = snapshot({r: run / r for r in kept})
     rewritten = sorted(r for r in kept if after[r] != kept[r])
     assert not rewritten, f"{where}: finished outputs were redone: {rewritten}"
-    restore_mtimes(run, ref, stage)

@@ -25,7 +25,7 @@ from faults.harness import (
     files_under,
     is_hidden,
     reset_stage,
-    restore_mtimes,
+    restore_run,
     run_stage_child,
     valid_manifests,
 )
@@ -78,6 +78,7 @@ def test_signal_during_compress(how, small_sample, fault_run, tmp_path):
 @pytest.mark.parametrize("how", list(SIGNALS))
 def test_signal_during_extract(how, fault_run):
     run, ref = fault_run.run_dir, fault_run.ref_dir
+    restore_run(run, ref)
     reset_stage(run, "extract")
     # 8 videos in shards of 3, 3, 2: the 4th row written is the first video of shard-00001
     proc = cli("run", str(fault_run.yaml), "-o", str(run), "--stage", "extract",
@@ -94,7 +95,6 @@ def test_signal_during_extract(how, fault_run):
     assert again.exitcode == 0, again.describe()
     assert again.stage_report("extract")["already_complete"] == 1
     assert_stage_equals_clean(run, ref, "extract")
-    restore_mtimes(run, ref, "extract")
 
 
 FAKE_FFMPEG = """#!{python}
