@@ -12,6 +12,7 @@ a good video as failed for good.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,11 +34,17 @@ from faults.harness import (
 SIGNALS = {"sigterm": "TERM", "ctrl-c": "INT:group"}
 
 
+def _default_signals() -> None:
+    """A shell without job control starts background commands with SIGINT ignored, and children inherit
+    that (pytest run as `cmd &` from a script, some CI runners): give the child the Ctrl-C a terminal user has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`vtpipe ARGS` in its own session, so a signal sent to its process group never reaches pytest."""
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "VTPIPE_QUIET": "1", **(env or {})}, timeout=300,
-                          start_new_session=True)
+                          start_new_session=True, preexec_fn=_default_signals)
 
 
 def assert_clean_exit(proc: subprocess.CompletedProcess, what: str) -> None:
