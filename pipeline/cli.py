@@ -244,15 +244,19 @@ def _weight_files(model: str, weights: str | None, files: tuple[str, ...]):
 @click.argument("shards_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The merged STORE.h5.")
 @click.option("--layout", type=click.Choice(["flat", "locvtp"]), default="flat", show_default=True,
-              help="locvtp: also write STORE.locvtp.h5 with one group per video (<id>/c3d_features).")
-def concat(shards_dir, output, layout):
+              help="locvtp: also write STORE.locvtp.h5 with one group per video (<key>/c3d_features) and "
+                   "STORE.locvtp.failed.csv listing the videos that failed (they have no group).")
+@click.option("--locvtp-ids", type=click.Choice(["stem", "path"]), default="stem", show_default=True,
+              help="Group names in the LocVTP file: stem (train/v_x -> v_x, what LocVTP's grounding code looks "
+                   "up; two videos with one stem are refused) or path (the whole id; '/' makes nested groups).")
+def concat(shards_dir, output, layout, locvtp_ids):
     """Merge the shards of SHARDS_DIR (found from its manifests) into one feature store."""
     from stages import concat as concat_stage
     from pipeline.runner import run_stage
 
     try:
         out = Path(output)
-        cfg = config_mod.resolve({"stages": ["concat"], "concat": {"layout": layout}})
+        cfg = config_mod.resolve({"stages": ["concat"], "concat": {"layout": layout, "locvtp_ids": locvtp_ids}})
         lay = Layout.custom(out.parent, features=out, concat_dir=out.parent)
         with run_lock(out.parent):
             tasks = concat_stage.plan(cfg, lay, extract_dir=Path(shards_dir))

@@ -73,7 +73,10 @@ DEFAULTS: dict[str, Any] = {
         "fast_resize": False,  # resize inside the decoder (bilinear) even where the model's resize is bicubic
         "threads": 0,  # CPU threads for the model; 0 = min(4, cores). Fixed so every executor gives the same bits
     },
-    "concat": {"layout": "flat"},  # flat | locvtp (also export the LocVTP group-per-video file)
+    "concat": {
+        "layout": "flat",  # flat | locvtp (also export the LocVTP group-per-video file)
+        "locvtp_ids": "stem",  # LocVTP file's group names: stem (v_x, as its grounding code looks up) | path
+    },
     "index": {
         "index": "auto",  # auto (chosen from size and max_memory) or a FAISS factory string
         "metric": "ip",  # ip: inner product on L2-normalised vectors (cosine) | l2
@@ -127,6 +130,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "extract.dtype": ("float32", "float16"),
     "extract.decode_device": ("cpu", "gpu"),
     "concat.layout": ("flat", "locvtp"),
+    "concat.locvtp_ids": ("stem", "path"),
     "index.metric": ("ip", "l2"),
     "index.level": ("video", "unit"),
     "evaluate.rerank": ("none", "sk-norm", "dsl", "qb-norm"),

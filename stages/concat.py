@@ -45,6 +45,8 @@ def plan(cfg: dict, layout: Layout, extract_dir: Path | None = None) -> list[Tas
         "out": str(layout.features(model)),
         "layout": cfg["concat"]["layout"],
     }
+    if params["layout"] == "locvtp":  # only where it changes the output (keeps flat runs' fingerprints)
+        params["locvtp_ids"] = cfg["concat"]["locvtp_ids"]
     return [Task(STAGE, f"concat-{model}", str(layout.concat_dir()), params)]
 
 
@@ -80,22 +82,67 @@ def concat_stores(shard_paths: list[str], out: str | Path, dtype: str | None = N
     return {"videos": len(seen), "units": n_units, "shards": len(shard_paths)}
 
 
-def export_locvtp(store_path: str | Path, out: str | Path) -> int:
-    """LocVTP's layout: one group per video id with dataset `c3d_features`, float32 [clips, 1, D]."""
+LOCVTP_IDS = ("stem", "path")
+
+
+def locvtp_keys(ids: list[str], mode: str = "stem") -> dict[str, str]:
+    """{video id: group name in the LocVTP file}.
+
+    stem: the file name without folders (`train/v_x` -> `v_x`), what LocVTP's grounding code looks up and
+    what its `concatHDF5.py` loop over top-level keys sees; two videos with one stem are refused, naming both.
+    path: the id as it is; a `/` in it makes nested groups (`f["train/v_x"]` still reads them)."""
+    if mode not in LOCVTP_IDS:
+        raise VtpipeError(f"concat.locvtp_ids must be one of {LOCVTP_IDS}, got {mode!r}")
+    if mode == "path":
+        return {i: i for i in ids}
+    out: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for i in ids:
+        key = i.rsplit("/", 1)[-1]
+        if key in seen:
+            raise VtpipeError(f"LocVTP export keyed by file stem: {seen[key]!r} and {i!r} both become {key!r}; "
+                              f"rename one, or key by the whole id with --locvtp-ids path (concat.locvtp_ids)")
+        seen[key] = i
+        out[i] = key
+    return out
+
+
+def export_locvtp(store_path: str | Path, out: str | Path, ids: str = "stem") -> int:
+    """LocVTP's layout: one group per video with dataset `c3d_features`, float32 [clips, 1, D]; group names
+    from `locvtp_keys(ids)`."""
     n = 0
-    with VideoStore(store_path) as s, atomic_path(out, suffix=".h5") as tmp:
-        f = h5py.File(tmp, "w")
-        try:
-            for v in s.iter_videos():
-                g = f.create_group(v.id)
-                g.create_dataset("c3d_features", data=v.unit_features.astype(np.float32)[:, None, :])
-                n += 1
-            f.flush()
-        except BaseException:
-            abandon_h5(f)  # a full disk must not leave a crashing handle behind
-            raise
-        f.close()
+    with VideoStore(store_path) as s:
+        keys = locvtp_keys(list(s.ids), ids)  # collisions refused before anything is written
+        with atomic_path(out, suffix=".h5") as tmp:
+            f = h5py.File(tmp, "w")
+            try:
+                for v in s.iter_videos():
+                    g = f.create_group(keys[v.id])
+                    g.create_dataset("c3d_features", data=v.unit_features.astype(np.float32)[:, None, :])
+                    n += 1
+                f.flush()
+            except BaseException:
+                abandon_h5(f)  # a full disk must not leave a crashing handle behind
+                raise
+            f.close()
     return n
+
+
+def write_locvtp_failed(failures: list[dict], out: str | Path, ids: str = "stem") -> Path:
+    """`<export>.failed.csv` beside the LocVTP file: the videos that have no group in it (id, key, reason,
+    detail), header only when none failed, so a lookup that misses can be told from a bug."""
+    import csv
+
+    failed = sorted({f["id"]: f for f in failures if f.get("id")}.values(), key=lambda f: f["id"])
+    keys = {f["id"]: (f["id"].rsplit("/", 1)[-1] if ids == "stem" else f["id"]) for f in failed}
+    path = Path(str(out)[: -len(".h5")] + ".failed.csv" if str(out).endswith(".h5") else f"{out}.failed.csv")
+    with atomic_path(path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "key", "reason", "detail"])
+            for f in failed:
+                w.writerow([f["id"], keys[f["id"]], f.get("reason", ""), f.get("detail", "")])
+    return path
 
 
 def run_task(task: Task) -> Result:
@@ -116,7 +163,9 @@ def run_task(task: Task) -> Result:
         outputs[f"{kind}_features"] = dst
     if p["layout"] == "locvtp":
         locvtp = str(Path(p["out"]).with_suffix("")) + ".locvtp.h5"
-        export_locvtp(p["out"], locvtp)
+        ids = p.get("locvtp_ids", "stem")
+        export_locvtp(p["out"], locvtp, ids)
         outputs["locvtp"] = locvtp
+        outputs["locvtp_failed"] = str(write_locvtp_failed(failures, locvtp, ids))
     counts["failed"] = len(failures)
     return Result(task.id, outputs=outputs, counts=counts, failures=failures, seconds=time.perf_counter() - t0)
