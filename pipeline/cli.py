@@ -484,6 +484,36 @@ def models():
             click.echo(f"{'':<24}{m.description}")
 
 
+@main.command(context_settings=CONTEXT)
+@click.option("--show", metavar="NAME", help="Print one preset's whole config (as YAML) and its notes.")
+def presets(show):
+    """List the paper presets: one per table a published system reports, each naming the reference code its
+    settings come from. Use one with `preset: NAME` in a pipeline YAML or `vtpipe run ... --set preset=NAME`;
+    keys you set yourself win over the preset's."""
+    import yaml
+
+    from pipeline.presets import list_presets, load_preset
+
+    try:
+        if show:
+            p = load_preset(show)
+            click.echo(f"# {p.name}: {p.paper}\n# reference: {p.reference}")
+            if p.notes:
+                click.echo("".join(f"# {line}\n" for line in p.notes.strip().splitlines()), nl=False)
+            click.echo(yaml.safe_dump(p.config, sort_keys=False).rstrip())
+            return
+        found = list_presets()
+        if not found:
+            from pipeline.presets import presets_dir
+
+            _fail(VtpipeError(f"no paper presets found in {presets_dir()}"))
+        for p in found:
+            click.echo(f"{p.name:<30} {p.paper}")
+            click.echo(f"{'':<30} from {p.reference}")
+    except VtpipeError as e:
+        _fail(e)
+
+
 def run_main() -> None:
     """Console entry point: Ctrl-C / SIGTERM end with a one-line message and exit status 130."""
     try:

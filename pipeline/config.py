@@ -21,6 +21,7 @@ STAGE_ORDER = ["compress", "extract", "concat", "index", "evaluate"]
 DEFAULTS: dict[str, Any] = {
     "name": "run",
     "stages": list(STAGE_ORDER),
+    "preset": None,  # a paper preset in configs/presets (`vtpipe presets`): its config lies under this one's
     "input": {
         "videos": None,  # folder (searched recursively) or CSV of video paths
         "extensions": [".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v"],
@@ -229,7 +230,14 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def resolve(user: dict, base_dir: Path | None = None, overrides: dict | None = None) -> dict:
-    """Defaults <- user YAML <- overrides; then validate and make paths absolute."""
+    """Defaults <- paper preset <- user YAML <- overrides; then validate and make paths absolute."""
+    paper = (overrides or {}).get("preset") or user.get("preset")
+    if paper:
+        from pipeline.presets import layer_under, load_preset
+
+        if not isinstance(paper, str):
+            raise ConfigError(f"config key 'preset' names a paper preset (`vtpipe presets`), got {paper!r}")
+        user = {**layer_under(load_preset(paper).config, user), "preset": paper}
     cfg = deep_merge(DEFAULTS, user)
     if overrides:
         cfg = deep_merge(cfg, overrides)

@@ -66,13 +66,22 @@ def read_crosstask_tasks(path: str | Path) -> dict[str, CrossTaskTask]:
 
 
 def _read_pairs(path: Path) -> set[tuple[str, str]]:
+    """(task id, video id) pairs to keep, from CrossTask's videos_val.csv (`task id,video id,url`, no header) or
+    from a CSV with a header naming `task_id` and `video_id` columns (VT-TWINS's data/crosstask.csv:
+    end,start,task_id,text,video_id, one row per segment)."""
+    lines = [ln for ln in read_lines(path) if ln.strip()]
+    head = [c.strip() for c in lines[0].split(",")] if lines else []
+    if "task_id" in head and "video_id" in head:
+        import pandas as pd
+
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        return {(t.strip(), v.strip()) for t, v in zip(df["task_id"], df["video_id"])}
     pairs = set()
-    for n, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
+    for n, line in enumerate(lines, start=1):
         f = line.split(",")
         if len(f) < 2:
-            raise VtpipeError(f"{path}:{n}: expected 'task id,video id,url', got {line!r}")
+            raise VtpipeError(f"{path}:{n}: expected 'task id,video id,url' (or a header with task_id and "
+                              f"video_id columns), got {line!r}")
         pairs.add((f[0].strip(), f[1].strip()))
     return pairs
 
