@@ -86,12 +86,17 @@ DEFAULTS: dict[str, Any] = {
     "evaluate": {
         "tasks": ["t2v", "v2t"],
         "rerank": "none",  # none | sk-norm | dsl | qb-norm
-        "ties": "optimistic",  # optimistic | pessimistic | average
-        "median": "numpy",  # numpy (mean of the two middle ranks) | torch (lower middle)
+        # tie convention (stages.retrieval.conventions): optimistic | pessimistic | average |
+        # clip4clip (CLIP4Clip metrics.py) | collaborative-experts (CE / QB-Norm metric.py)
+        "ties": "optimistic",
+        "median": "auto",  # auto (the convention's) | numpy (mean of the two middle ranks) | torch (lower middle)
+        "missing": "drop",  # captions whose video has no features: drop (warned) | miss (rank = gallery size)
         "ks": [1, 5, 10, 50],
         "candidates": "exact",  # exact (every gallery item) | faiss (t2v top-k from the index stage's index)
         "candidates_k": 100,
-        "v2t_gallery": "captions",  # multi-caption v2t: captions (collaborative-experts: best caption's rank) | videos (CLIP4Clip)
+        # multi-caption v2t: captions (best caption's rank among all captions) | videos (groups scored by their best
+        # caption); the clip4clip / collaborative-experts conventions fix it to their reference's (videos / captions)
+        "v2t_gallery": "captions",
         "similarity": "auto",  # auto (the model's: dp, or DRL's ti / wti token-wise) | dp | ti | wti
         "sk_norm": {"scale": 100.0, "n_iters": 4, "kernel": "float32", "max_error": 1e-6},
         "dsl": {"temperature": 1.0, "scale": 100.0},
@@ -130,8 +135,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "index.metric": ("ip", "l2"),
     "index.level": ("video", "unit"),
     "evaluate.rerank": ("none", "sk-norm", "dsl", "qb-norm"),
-    "evaluate.ties": ("optimistic", "pessimistic", "average"),
-    "evaluate.median": ("numpy", "torch"),
+    "evaluate.ties": ("optimistic", "pessimistic", "average", "clip4clip", "collaborative-experts"),
+    "evaluate.median": ("auto", "numpy", "torch"),
+    "evaluate.missing": ("drop", "miss"),
     "evaluate.v2t_gallery": ("captions", "videos"),
     "evaluate.candidates": ("exact", "faiss"),
     "evaluate.similarity": ("auto", "dp", "ti", "wti"),
