@@ -118,18 +118,21 @@ def comparison_table(rows: list[dict], cols=PAPER_COLS) -> tuple[str, pd.DataFra
         conv = conventions_of({**m, "task": "v2t"} if m.get("task") == "v2t" else m)
         cid = conv_ids.setdefault(conv, chr(ord("a") + len(conv_ids)) if len(conv_ids) < 26 else str(len(conv_ids)))
         key = (m.get("model", ""), m.get("dataset", ""), m.get("rerank", "none"), m.get("ties"))
-        g = groups.setdefault(key, {"model": key[0], "dataset": key[1], "rerank": key[2], "conv": []})
+        g = groups.setdefault(key, {"model": key[0], "dataset": key[1], "rerank": key[2], "conv": [], "conventions": []})
         for c in cols:
             g[f"{m['task']} {c}"] = m.get(c)
         g[f"{m['task']} queries"] = m.get("n_queries")
         if cid not in g["conv"]:
             g["conv"].append(cid)
+            g["conventions"].append(f"{m['task']}: {conv}")
     table = []
     for g in groups.values():
         g["conv"] = ",".join(g["conv"])
+        g["conventions"] = " | ".join(g["conventions"])  # the CSV's caption, per line
         table.append(g)
     value_cols = [f"{d} {c}" for d in ("t2v", "v2t") for c in cols]
-    frame = pd.DataFrame(table, columns=["model", "dataset", "rerank", *value_cols, "t2v queries", "v2t queries", "conv"])
+    frame = pd.DataFrame(table, columns=["model", "dataset", "rerank", *value_cols, "t2v queries", "v2t queries", "conv",
+                                         "conventions"])
     head = "| model | dataset | rerank | " + " | ".join(value_cols) + " | conv |"
     lines = [head, "|" + "---|" * (len(value_cols) + 4)]
     for g in table:
