@@ -35,7 +35,8 @@ DEFAULTS: dict[str, Any] = {
         "options": {},  # extra reader options for the caption format (split lists, modes)
         "train_captions": None,  # query bank for re-ranking (SK-norm / QB-Norm): the training captions
         "train_format": "msrvtt-json",
-        "train_split": None,  # optional split file restricting train_captions to its video ids
+        "train_split": None,  # optional split file restricting train_captions (and train_videos) to its video ids
+        "train_videos": None,  # folder / CSV of training videos: the v2t bank for sk-norm / qb-norm (extract task bank-videos)
         "splits_dir": None,  # action datasets: the folder of split files
         "splits": [1, 2, 3],
         "layout": "class_dirs",  # action datasets: video ids <Class>/<stem> (class_dirs) or <stem> (flat)
@@ -149,11 +150,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 # keys whose values may be of several types (path string or mapping, etc.)
 FREE_KEYS = {"dataset.options", "dataset.preset", "dataset.root", "dataset.splits_dir", "dataset.videos", "model.weights", "model.sampling", "input.videos", "dataset.captions", "dataset.train_captions",
-             "dataset.train_split", "dataset.name", "executor.scheduler", "cluster.queue", "cluster.account",
+             "dataset.train_split", "dataset.train_videos", "dataset.name", "executor.scheduler", "cluster.queue", "cluster.account",
              "cluster.lifetime", "cluster.cpu.queue", "cluster.gpu.queue", "index.tune_queries"}
-PATH_KEYS = ["input.videos", "dataset.captions", "dataset.train_captions", "dataset.train_split", "index.tune_queries",
+PATH_KEYS = ["input.videos", "dataset.captions", "dataset.train_captions", "dataset.train_split", "dataset.train_videos",
+             "index.tune_queries",
              "dataset.root", "dataset.splits_dir"]
-PRESET_FILE_KEYS = ["captions", "train_captions", "train_split", "splits_dir"]
+PRESET_FILE_KEYS = ["captions", "train_captions", "train_split", "train_videos", "splits_dir"]
 
 
 def deep_merge(base: dict, over: dict, where: str = "") -> dict:

@@ -65,6 +65,8 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features:
             "text_features": str(text),
             "bank_features": str(bank) if use_bank and "t2v" in directions else None,
             "bank_video_features": str(vbank) if use_vbank else None,
+            # a bank that was asked for must exist; the default path is used when it does
+            "bank_video_required": bool(bank_video_features) or bool(ds.get("train_videos")),
             "sigs": [_sig(feats), _sig(text), _sig(bank) if use_bank else None, _sig(vbank) if use_vbank else None],
             "missing": ev.get("missing", "drop"),
             "rerank": ev["rerank"],
@@ -256,7 +258,10 @@ def _run_retrieval(task: Task) -> Result:
     if mode == "dp":
         text_q, video_g, score_fn = data["captions"], videos, None
         bank = _load_bank(p["bank_features"], data["model"], data["videos"].shape[1])
-        vbank = load_video_bank(p.get("bank_video_features"), data["model"], data["videos"].shape[1])
+        vpath = p.get("bank_video_features")
+        if vpath and not p.get("bank_video_required") and not Path(vpath).is_file():
+            vpath = None  # no training videos configured: v2t is evaluated without re-ranking and says so
+        vbank = load_video_bank(vpath, data["model"], data["videos"].shape[1])
     else:
         if use_index:
             raise ConfigError(f"--candidates faiss ranks by the index's dot products; the store's model {data['model']!r} "

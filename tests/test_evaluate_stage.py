@@ -251,3 +251,29 @@ def test_comparison_table_across_models_and_rerankers(tmp_path):
     assert csv["conventions"].str.contains("ties: ").all() and csv["conventions"].str.contains("v2t gallery").all()
     none = json.loads((tmp_path / "none/t2v/metrics.json").read_text())
     assert csv.loc[csv["rerank"] == "none", "t2v R@1"].item() == pytest.approx(none["R@1"], abs=1e-3)
+
+
+def test_training_videos_are_extracted_as_the_v2t_bank(tmp_path):
+    """dataset.train_videos (restricted to train_split) becomes the extract task bank-videos when v2t is re-ranked
+    with a bank; concat places its store where evaluate looks for the v2t bank."""
+    from pipeline.config import resolve
+    from stages import concat, extract
+    from stages.layout import Layout
+
+    for folder, names in (("test", ["t1", "t2"]), ("all", ["t1", "v1", "v2", "v3"])):
+        (tmp_path / folder).mkdir()
+        for n in names:
+            (tmp_path / folder / f"{n}.mp4").write_bytes(b"x")
+    (tmp_path / "train.csv").write_text("video_id\nv1\nv3\n")
+    cfg = resolve({"stages": ["extract", "concat", "evaluate"], "input": {"videos": str(tmp_path / "test")},
+                   "model": {"name": "shapes-tiny"},
+                   "dataset": {"train_videos": str(tmp_path / "all"), "train_split": str(tmp_path / "train.csv")},
+                   "evaluate": {"rerank": "sk-norm", "tasks": ["t2v", "v2t"]}})
+    lay = Layout(tmp_path / "run")
+    bank = [t for t in extract.plan(cfg, lay) if t.id == "bank-videos"]
+    assert len(bank) == 1 and [v[0] for v in bank[0].params["videos"]] == ["v1", "v3"]
+    assert bank[0].params["out"].endswith("bank-videos.h5")
+    cfg["evaluate"]["tasks"] = ["t2v"]  # no v2t: no video bank
+    assert not [t for t in extract.plan(cfg, lay) if t.id == "bank-videos"]
+    assert lay.bank_video_features("shapes-tiny").name == "shapes-tiny.bank.h5"
+    assert concat.BANK_VIDEOS == extract.BANK_VIDEOS

@@ -250,6 +250,10 @@ def evaluate_retrieval(
         diag = tie_diagnostics(c.n_gt, c.n_ge, ks, m, d, misses=n_miss)
         m["tie_diagnostics"] = diag
         m["warnings"] = [diag["warning"]] if diag["warning"] else []
+        if applied[d] != rerank:
+            bank = "training captions" if d == "t2v" else "training videos"
+            m["warnings"].append(f"{d}: {rerank} was requested but no bank of {bank} was given: evaluated "
+                                 "without re-ranking")
         out[d] = m
         out["ranks"][d] = r
         out["counts"][d] = c
