@@ -12,7 +12,10 @@ Tasks:
   zeroshot      class-name prompts -> the model's text encoder; top-1/top-5 over each split's test videos.
   linear-probe  per-clip features of each video (the unit features in the store) -> LinearSVC, summed clip
                 scores, mean top-1 over the dataset's splits (VT-TWINS / MIL-NCE protocol).
-Every metrics.json records the conventions used (ties, median, re-ranker and its parameters).
+Every metrics.json records the conventions used (ties = a named convention of stages.retrieval.conventions and
+its reference file, median, v2t gallery, re-ranker, its parameters and bank), tie diagnostics and warnings
+(ground truths tied within the top K, captions whose video has no features, a requested re-ranker without its
+bank); the v2t bank of sk-norm / qb-norm is a video store of training videos (extract task bank-videos).
 """
 
 from __future__ import annotations

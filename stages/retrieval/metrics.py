@@ -32,7 +32,8 @@ Multi-caption datasets
 ----------------------
 * t2v: each caption is a query, its ground truth is its video's gallery index: use
   :func:`ranks_from_features` with ``gt = caption_to_video``.
-* v2t (:func:`v2t_ranks_multi`), ``gallery="captions"`` (default; collaborative-experts): every video is a
+* v2t (:func:`v2t_ranks_multi`), ``gallery="captions"`` (default; the collaborative-experts gallery, but
+  see :mod:`.conventions` for its tie rule, which also counts the video's own tied captions): every video is a
   query and the gallery is all captions. The rank of caption ``c`` (of video ``v``) for ``v`` counts the
   captions of *other* videos scoring strictly above ``c`` (optimistic; ``>=`` for pessimistic); the
   video's rank is the minimum over its captions, i.e. the rank of its best-scoring caption. (For
@@ -478,7 +479,7 @@ def v2t_ranks_multi(
 
     ``score_vc = scale * (video_v . caption_c) + caption_bias_c`` (``caption_bias``: the v2t SK-norm
     per-text bias). ``gallery="captions"``: min over the video's captions of the caption's rank among all
-    other videos' captions (collaborative-experts). ``gallery="videos"``: CLIP4Clip, videos ranked by
+    other videos' captions (the collaborative-experts gallery). ``gallery="videos"``: CLIP4Clip, videos ranked by
     their best caption. Blockwise over videos: memory O((V + C) * D + block * C).
     """
     _check_ties(ties)
