@@ -195,11 +195,14 @@ def test_missing_videos_warned_and_counted_as_misses(tmp_path):
                      {"model": "shapes-tiny"})
     base = ["evaluate", "--task", "t2v", "--task", "v2t", "--features", str(tmp_path / "v.h5"), "--text-features",
             str(tmp_path / "t.h5")]
-    proc = run_cli(*base, "-o", str(tmp_path / "drop"))
-    m = json.loads((tmp_path / "drop/t2v/metrics.json").read_text())
+    drop = tmp_path / "run/eval/shapes-tiny"
+    proc = run_cli(*base, "-o", str(drop))
+    m = json.loads((drop / "t2v/metrics.json").read_text())
     assert m["R@1"] == 100.0 and m["n_queries"] == 4 and m["captions_missing_video"] == 1
     assert "1 video(s) named by the captions have no features" in proc.stderr
-    assert any("dropped" in w for w in m["warnings"]) and "WARNING" in (tmp_path / "drop/t2v/metrics.md").read_text()
+    assert any("dropped" in w for w in m["warnings"]) and "WARNING" in (drop / "t2v/metrics.md").read_text()
+    status = run_cli("status", str(tmp_path / "run")).stdout
+    assert "WARNING 1 video(s) named by the captions have no features" in status
     run_cli(*base, "--missing", "miss", "-o", str(tmp_path / "miss"))
     m = json.loads((tmp_path / "miss/t2v/metrics.json").read_text())
     # ranks 0, 0, 0, 0 and the miss at rank 4 (= gallery size): R@1 = 80, R@5 = 100, MnR = (4 * 1 + 5) / 5
