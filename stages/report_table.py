@@ -83,10 +83,10 @@ def ranks_frame(queries, truth, ranks, counts, misses: int = 0) -> pd.DataFrame:
     frame = {"query": list(queries), "ground_truth": list(truth)}
     r = np.asarray(ranks, dtype=np.float64)
     per_query = r.size == n + misses
-    frame["rank"] = (r[:n] + 1) if per_query else np.full(n, np.nan)
     if counts is not None:
         frame["rank_optimistic"] = np.asarray(counts.n_gt)[:n] + 1
         frame["rank_pessimistic"] = np.asarray(counts.n_ge)[:n] + 1
+    frame["rank"] = (r[:n] + 1) if per_query else np.full(n, np.nan)  # last: the column readers look for
     return pd.DataFrame(frame)
 
 

@@ -36,7 +36,7 @@ def test_hand_worked_t2v(tmp_path):
     assert m["R@1"] == pytest.approx(100 / 3) and m["R@5"] == 100.0
     assert m["MdR"] == 2.0 and m["MnR"] == 2.0
     ranks = (tmp_path / "ev/t2v/ranks.csv").read_text().splitlines()
-    assert ranks[0] == "query,ground_truth,rank,rank_optimistic,rank_pessimistic"
+    assert ranks[0] == "query,ground_truth,rank_optimistic,rank_pessimistic,rank"
     assert ranks[1:] == ["q0,a,1,1,1", "q1,b,2,2,2", "q2,c,3,3,3"]
     assert (tmp_path / "ev/t2v/recall_at_k.png").stat().st_size > 1000
 
@@ -227,7 +227,7 @@ def test_identical_copies_warn_that_ties_decide_r1(tmp_path):
     assert d["queries_tied"] == 30 and d["tied_in_top_k"]["R@1"] == 30
     assert "30 of 30 queries have their ground truth tied" in proc.stderr
     ranks = (tmp_path / "ev/t2v/ranks.csv").read_text().splitlines()
-    assert ranks[1] == "c00,v00,1,1,5"
+    assert ranks[1] == "c00,v00,1,5,1"
 
 
 def test_comparison_table_across_models_and_rerankers(tmp_path):
