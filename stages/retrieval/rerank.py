@@ -65,13 +65,12 @@ metrics, with any of these re-rankers, blockwise from features (no N x M matrix)
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-from ._numba import KIND_AFFINE, KIND_DSL, exp_f32acc, fast_exp
+from ._numba import exp_f32acc, fast_exp
 from .metrics import DEFAULT_MAX_BLOCK_BYTES, ScoreFn, _as_matrix, _rows_per_block, _score_block
 
 __all__ = [
