@@ -47,10 +47,10 @@ def tie_diagnostics(n_gt, n_ge, ks, reported: dict, direction: str, misses: int 
         worst = max((k for k in ks if reported.get(f"R@{int(k)}") is not None),
                     key=lambda k: abs(float(reported[f"R@{int(k)}"]) - out["R@K_pessimistic"][f"R@{int(k)}"]))
         key = f"R@{int(worst)}"
-        out["warning"] = (f"{direction}: {out['tied_in_top_k'][key]} of {n} queries have their ground truth tied "
-                          f"with another item within the top {int(worst)}; {key} is {float(reported[key]):.1f} "
-                          f"under ties={reported.get('ties')} but {out['R@K_pessimistic'][key]:.1f} under "
-                          f"pessimistic ties")
+        out["warning"] = (f"{direction}: {key} is {float(reported[key]):.1f} under ties={reported.get('ties')} but "
+                          f"{out['R@K_pessimistic'][key]:.1f} under pessimistic ties "
+                          f"({out['tied_in_top_k'][key]} of {n} queries have their ground truth tied with another "
+                          f"item within the top {int(worst)}; {out['queries_tied']} are tied at all)")
     return out
 
 
