@@ -131,15 +131,48 @@ def run(pipeline_yaml, output, executor, workers, scheduler, sets, overwrite, on
 
 
 def _print_results(eval_root: Path) -> None:
-    from stages.evaluate import metrics_table
+    from stages.report_table import collect_results, write_comparison
 
-    rows = [json.loads(p.read_text()) for p in sorted(eval_root.glob("*/*/metrics.json"))]
-    rows = [r for r in rows if r.get("task") in ("t2v", "v2t")]
+    rows = collect_results([eval_root]) if eval_root.is_dir() else []
     if rows:
-        table = metrics_table(rows, ks=[k for k in (1, 5, 10, 50) if f"R@{k}" in rows[0]])
-        (eval_root / "summary.md").write_text(table)
+        table = write_comparison(rows, eval_root / "summary.md", eval_root / "summary.csv")
         click.echo("")
         click.echo(table)
+        _echo_warnings(rows)
+
+
+def _echo_warnings(rows: list[dict]) -> None:
+    """Every warning of the results (tied ground truths, missing videos), on stderr."""
+    for m in rows:
+        for w in m.get("warnings") or []:
+            click.echo(f"WARNING ({m.get('model', '')} {m.get('task', '')}): {w}", err=True)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write the table to OUTPUT (markdown) and OUTPUT with .csv [default: print only].")
+def table(results, output):
+    """Paper-style comparison table of retrieval results across models and re-rankers.
+
+    RESULTS are evaluate output folders (searched for metrics.json) or metrics.json files. The caption
+    lists the conventions of every number (ties and their reference, median, v2t gallery, re-ranker and
+    bank) and every warning.
+
+    \b
+    vtpipe table outputs/run1/eval outputs/sknorm-eval -o comparison.md
+    """
+    from stages.report_table import collect_results, comparison_table, write_comparison
+
+    rows = collect_results(results)
+    if not rows:
+        _fail(VtpipeError(f"no t2v / v2t metrics.json under {', '.join(results)}"))
+    if output:
+        md = write_comparison(rows, Path(output), Path(output).with_suffix(".csv"))
+    else:
+        md, _ = comparison_table(rows)
+    click.echo(md)
+    _echo_warnings(rows)
 
 
 @main.command(context_settings=CONTEXT)
@@ -347,16 +380,26 @@ def search(index_dir, text, video, k, features, weights, allow_random):
               help="Caption store (t2v/v2t) [default: STORE.text.h5 beside --features].")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the results.")
 @click.option("--rerank", type=click.Choice(["none", "sk-norm", "dsl", "qb-norm"]), default="none", show_default=True,
-              help="Inference-time re-ranking; sk-norm and qb-norm need --bank-text-features.")
+              help="Inference-time re-ranking; sk-norm and qb-norm need --bank-text-features (t2v) and "
+                   "--bank-video-features (v2t).")
 @click.option("--bank-text-features", type=click.Path(exists=True, dir_okay=False),
               help="Training-caption store of the same model: the query bank for sk-norm / qb-norm (t2v).")
+@click.option("--bank-video-features", type=click.Path(exists=True, dir_okay=False),
+              help="Training-video store of the same model: the bank for sk-norm / qb-norm v2t (UCoFiA, QB-Norm).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Re-ranker and dataset parameters, e.g. --set evaluate.sk_norm.scale=100 "
                    "--set dataset.preset=ucf101 --set dataset.root=/data/ucf101.")
-@click.option("--ties", type=click.Choice(["optimistic", "pessimistic", "average"]), default="optimistic",
-              show_default=True, help="optimistic: rank = number of strictly higher scores.")
-@click.option("--median", type=click.Choice(["numpy", "torch"]), default="numpy", show_default=True,
-              help="numpy: MdR averages the two middle ranks; torch: the lower middle.")
+@click.option("--ties", type=click.Choice(["optimistic", "pessimistic", "average", "clip4clip", "collaborative-experts"]),
+              default="optimistic", show_default=True,
+              help="Tie convention. optimistic: rank = number of strictly higher scores; pessimistic: higher or "
+                   "equal; average: their mean; clip4clip: CLIP4Clip metrics.py (compute_metrics / "
+                   "tensor_text_to_video_metrics); collaborative-experts: CE / QB-Norm metric.py (averaged ties, "
+                   "R@1 = rank exactly 0, v2t ties with the video's own captions count).")
+@click.option("--median", type=click.Choice(["auto", "numpy", "torch"]), default="auto", show_default=True,
+              help="auto: the convention's own; numpy: MdR averages the two middle ranks; torch: the lower middle.")
+@click.option("--missing", type=click.Choice(["drop", "miss"]), default="drop", show_default=True,
+              help="Captions whose video has no features (missing or failed): drop them (warned), or count "
+                   "each as a miss (rank = gallery size).")
 @click.option("--candidates", type=click.Choice(["exact", "faiss"]), default="exact", show_default=True,
               help="faiss: t2v ranks from the top-k of --index (exact for R@K up to -k; MnR becomes a lower bound).")
 @click.option("--index", "index_dir", type=click.Path(exists=True, file_okay=False), help="Index folder for --candidates faiss.")
@@ -366,8 +409,8 @@ def search(index_dir, text, video, k, features, weights, allow_random):
               help="Checkpoint of the model (zero-shot prompts; DRL TI/WTI retrieval: temporal module and weight heads).")
 @click.option("--similarity", type=click.Choice(["auto", "dp", "ti", "wti"]), default="auto", show_default=True,
               help="auto: the model's own (dot product, or DRL's token-wise TI/WTI).")
-def evaluate(tasks, features, text_features, output, rerank, bank_text_features, sets, ties, median, candidates,
-             index_dir, candidates_k, model_name, weights, similarity):
+def evaluate(tasks, features, text_features, output, rerank, bank_text_features, bank_video_features, sets, ties,
+             median, missing, candidates, index_dir, candidates_k, model_name, weights, similarity):
     """Retrieval (R@1/5/10/50, MdR, MnR) and recognition metrics from feature stores.
 
     \b
@@ -387,7 +430,7 @@ def evaluate(tasks, features, text_features, output, rerank, bank_text_features,
         over = config_mod.parse_overrides(sets)
         user = {"stages": ["evaluate"],
                 "model": {"name": model_name, "weights": str(Path(weights).resolve()) if weights else None},
-                "evaluate": {"tasks": list(tasks), "rerank": rerank, "ties": ties, "median": median,
+                "evaluate": {"tasks": list(tasks), "rerank": rerank, "ties": ties, "median": median, "missing": missing,
                              "candidates": candidates, "candidates_k": candidates_k, "similarity": similarity}}
         if candidates == "faiss" and not index_dir:
             raise VtpipeError("--candidates faiss needs --index (a folder made by `vtpipe index`)")
@@ -396,7 +439,9 @@ def evaluate(tasks, features, text_features, output, rerank, bank_text_features,
         with run_lock(Path(output)):
             plan = eval_stage.plan(cfg, lay, features=feats,
                                    text_features=Path(text_features).resolve() if text_features else None,
-                                   bank_features=Path(bank_text_features).resolve() if bank_text_features else None)
+                                   bank_features=Path(bank_text_features).resolve() if bank_text_features else None,
+                                   bank_video_features=(Path(bank_video_features).resolve()
+                                                        if bank_video_features else None))
             rep = run_stage("evaluate", plan, LocalExecutor(1), overwrite=True, echo=click.echo)
         if not rep.complete:
             sys.exit(1)
@@ -404,6 +449,7 @@ def evaluate(tasks, features, text_features, output, rerank, bank_text_features,
         retrieval = [r for r in rows if r.get("task") in ("t2v", "v2t")]
         if retrieval:
             click.echo(eval_stage.metrics_table(retrieval, ks=cfg["evaluate"]["ks"]))
+            _echo_warnings(retrieval)
         for r in rows:
             if r.get("task") in ("zeroshot", "linear-probe"):
                 click.echo(f"{r['task']}: top-1 {r.get('top1', float('nan')):.1f}")

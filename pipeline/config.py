@@ -36,7 +36,8 @@ DEFAULTS: dict[str, Any] = {
         "options": {},  # extra reader options for the caption format (split lists, modes)
         "train_captions": None,  # query bank for re-ranking (SK-norm / QB-Norm): the training captions
         "train_format": "msrvtt-json",
-        "train_split": None,  # optional split file restricting train_captions to its video ids
+        "train_split": None,  # optional split file restricting train_captions (and train_videos) to its video ids
+        "train_videos": None,  # folder / CSV of training videos: the v2t bank for sk-norm / qb-norm (extract task bank-videos)
         "splits_dir": None,  # action datasets: the folder of split files
         "splits": [1, 2, 3],
         "layout": "class_dirs",  # action datasets: video ids <Class>/<stem> (class_dirs) or <stem> (flat)
@@ -90,12 +91,17 @@ DEFAULTS: dict[str, Any] = {
     "evaluate": {
         "tasks": ["t2v", "v2t"],
         "rerank": "none",  # none | sk-norm | dsl | qb-norm
-        "ties": "optimistic",  # optimistic | pessimistic | average
-        "median": "numpy",  # numpy (mean of the two middle ranks) | torch (lower middle)
+        # tie convention (stages.retrieval.conventions): optimistic | pessimistic | average |
+        # clip4clip (CLIP4Clip metrics.py) | collaborative-experts (CE / QB-Norm metric.py)
+        "ties": "optimistic",
+        "median": "auto",  # auto (the convention's) | numpy (mean of the two middle ranks) | torch (lower middle)
+        "missing": "drop",  # captions whose video has no features: drop (warned) | miss (rank = gallery size)
         "ks": [1, 5, 10, 50],
         "candidates": "exact",  # exact (every gallery item) | faiss (t2v top-k from the index stage's index)
         "candidates_k": 100,
-        "v2t_gallery": "captions",  # multi-caption v2t: captions (collaborative-experts: best caption's rank) | videos (CLIP4Clip)
+        # multi-caption v2t: captions (best caption's rank among all captions) | videos (groups scored by their best
+        # caption); the clip4clip / collaborative-experts conventions fix it to their reference's (videos / captions)
+        "v2t_gallery": "captions",
         "similarity": "auto",  # auto (the model's: dp, or DRL's ti / wti token-wise) | dp | ti | wti
         "sk_norm": {"scale": 100.0, "n_iters": 4, "kernel": "float32", "max_error": 1e-6},
         "dsl": {"temperature": 1.0, "scale": 100.0},
@@ -135,8 +141,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "index.metric": ("ip", "l2"),
     "index.level": ("video", "unit"),
     "evaluate.rerank": ("none", "sk-norm", "dsl", "qb-norm"),
-    "evaluate.ties": ("optimistic", "pessimistic", "average"),
-    "evaluate.median": ("numpy", "torch"),
+    "evaluate.ties": ("optimistic", "pessimistic", "average", "clip4clip", "collaborative-experts"),
+    "evaluate.median": ("auto", "numpy", "torch"),
+    "evaluate.missing": ("drop", "miss"),
     "evaluate.v2t_gallery": ("captions", "videos"),
     "evaluate.candidates": ("exact", "faiss"),
     "evaluate.similarity": ("auto", "dp", "ti", "wti"),
@@ -148,11 +155,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 # keys whose values may be of several types (path string or mapping, etc.)
 FREE_KEYS = {"dataset.options", "dataset.preset", "dataset.root", "dataset.splits_dir", "dataset.videos", "model.weights", "model.sampling", "input.videos", "dataset.captions", "dataset.train_captions",
-             "dataset.train_split", "dataset.name", "executor.scheduler", "cluster.queue", "cluster.account",
+             "dataset.train_split", "dataset.train_videos", "dataset.name", "executor.scheduler", "cluster.queue", "cluster.account",
              "cluster.lifetime", "cluster.cpu.queue", "cluster.gpu.queue", "index.tune_queries"}
-PATH_KEYS = ["input.videos", "dataset.captions", "dataset.train_captions", "dataset.train_split", "index.tune_queries",
+PATH_KEYS = ["input.videos", "dataset.captions", "dataset.train_captions", "dataset.train_split", "dataset.train_videos",
+             "index.tune_queries",
              "dataset.root", "dataset.splits_dir"]
-PRESET_FILE_KEYS = ["captions", "train_captions", "train_split", "splits_dir"]
+PRESET_FILE_KEYS = ["captions", "train_captions", "train_split", "train_videos", "splits_dir"]
 
 
 def deep_merge(base: dict, over: dict, where: str = "") -> dict:

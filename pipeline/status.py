@@ -109,6 +109,20 @@ def format_status(run_dir: Path) -> str:
         d = json.loads(m.read_text())
         lines.append(f"  result {m.parent.relative_to(run_dir)}: R@1 {d.get('R@1', float('nan')):.1f}  "
                      f"R@5 {d.get('R@5', float('nan')):.1f}  R@10 {d.get('R@10', float('nan')):.1f}  "
-                     f"MdR {d.get('MdR', float('nan'))}  MnR {d.get('MnR', float('nan')):.1f}")
+                     f"MdR {d.get('MdR', float('nan'))}  MnR {d.get('MnR', float('nan')):.1f}"
+                     + (f"  (ties: {d['ties']})" if d.get("ties") else ""))
+        lines.extend(f"      WARNING {w}" for w in result_warnings(d))
     return "\n".join(lines)
+
+
+def result_warnings(d: dict) -> list[str]:
+    """The warnings of one metrics.json; results written before warnings existed get the missing-videos one
+    rebuilt from their counts."""
+    warns = list(d.get("warnings") or [])
+    missing = d.get("videos_missing") or []
+    if missing and not any("no features" in w for w in warns):
+        n = len(missing) if isinstance(missing, list) else int(missing)
+        warns.insert(0, f"{n} video(s) named by the captions have no features (missing or failed): their captions "
+                        "were dropped from the metrics")
+    return warns
 

@@ -23,13 +23,14 @@ STAGE = "concat"
 
 
 TEXT_TASKS = ("text", "bank")  # extract's caption tasks: the test captions and the re-ranking query bank
+BANK_VIDEOS = "bank-videos"  # extract's training-video store: the v2t re-ranking bank, copied beside the features
 
 
 def shard_manifests(extract_dir: Path) -> tuple[list[dict], dict[str, dict]]:
     """(video shard manifests sorted by task id, {text task id: manifest})."""
     ms = load_manifests(extract_dir)
     shards = sorted((m for m in ms if m["task_id"].startswith("shard-")), key=lambda m: m["task_id"])
-    texts = {m["task_id"]: m for m in ms if m["task_id"] in TEXT_TASKS}
+    texts = {m["task_id"]: m for m in ms if m["task_id"] in TEXT_TASKS + (BANK_VIDEOS,)}
     return shards, texts
 
 
@@ -37,11 +38,13 @@ def plan(cfg: dict, layout: Layout, extract_dir: Path | None = None) -> list[Tas
     model = cfg["model"]["name"]
     extract_dir = Path(extract_dir or layout.extract_dir(model))
     shards, texts = shard_manifests(extract_dir)
-    dest = {"text": layout.text_features(model), "bank": layout.bank_features(model)}
+    dest = {"text": layout.text_features(model), "bank": layout.bank_features(model),
+            BANK_VIDEOS: layout.bank_video_features(model)}
     params = {
         "extract_dir": str(extract_dir),
         "shards": [[m["task_id"], m["fingerprint"], m["outputs"]["shard"]] for m in shards],
-        "texts": {k: [m["fingerprint"], m["outputs"]["text"], str(dest[k])] for k, m in sorted(texts.items())},
+        "texts": {k: [m["fingerprint"], m["outputs"].get("text") or m["outputs"]["shard"], str(dest[k])]
+                  for k, m in sorted(texts.items())},
         "out": str(layout.features(model)),
         "layout": cfg["concat"]["layout"],
     }

@@ -12,7 +12,10 @@ Tasks:
   zeroshot      class-name prompts -> the model's text encoder; top-1/top-5 over each split's test videos.
   linear-probe  per-clip features of each video (the unit features in the store) -> LinearSVC, summed clip
                 scores, mean top-1 over the dataset's splits (VT-TWINS / MIL-NCE protocol).
-Every metrics.json records the conventions used (ties, median, re-ranker and its parameters).
+Every metrics.json records the conventions used (ties = a named convention of stages.retrieval.conventions and
+its reference file, median, v2t gallery, re-ranker, its parameters and bank), tie diagnostics and warnings
+(ground truths tied within the top K, captions whose video has no features, a requested re-ranker without its
+bank); the v2t bank of sk-norm / qb-norm is a video store of training videos (extract task bank-videos).
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from stages.errors import ConfigError, VtpipeError
 from stages.layout import Layout
+from stages.report_table import metrics_table, ranks_frame
+from stages.retrieval.diagnostics import missing_warning
 from stages.store import TextStore, VideoStore
 from stages.tasks import Result, Task, atomic_path, file_signature, write_json_atomic, write_text_atomic
 
@@ -40,7 +44,7 @@ def _sig(p: Path) -> dict | None:
 
 
 def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features: Path | None = None,
-         bank_features: Path | None = None) -> list[Task]:
+         bank_features: Path | None = None, bank_video_features: Path | None = None) -> list[Task]:
     model = cfg["model"]["name"]
     ev, ds = cfg["evaluate"], cfg["dataset"]
     unknown = [t for t in ev["tasks"] if t not in TASKS]
@@ -53,15 +57,21 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features:
     if directions:
         text = Path(text_features or layout.text_features(model))
         bank = Path(bank_features or layout.bank_features(model))
+        vbank = Path(bank_video_features or layout.bank_video_features(model))
         use_bank = ev["rerank"] in ("sk-norm", "qb-norm")
+        use_vbank = use_bank and "v2t" in directions
         method = ev["rerank"].replace("-", "_")
         params = {
             "task": "retrieval",
             "directions": directions,
             "features": str(feats),
             "text_features": str(text),
-            "bank_features": str(bank) if use_bank else None,
-            "sigs": [_sig(feats), _sig(text), _sig(bank) if use_bank else None],
+            "bank_features": str(bank) if use_bank and "t2v" in directions else None,
+            "bank_video_features": str(vbank) if use_vbank else None,
+            # a bank that was asked for must exist; the default path is used when it does
+            "bank_video_required": bool(bank_video_features) or bool(ds.get("train_videos")),
+            "sigs": [_sig(feats), _sig(text), _sig(bank) if use_bank else None, _sig(vbank) if use_vbank else None],
+            "missing": ev.get("missing", "drop"),
             "rerank": ev["rerank"],
             "rerank_params": dict(ev.get(method, {})) if ev["rerank"] != "none" else {},
             "ties": ev["ties"],
@@ -191,6 +201,7 @@ def load_pairs(features: str, text_features: str) -> dict:
             "captions": captions[keep],
             "cap_video": cap_video[keep],
             "missing_videos": missing,
+            "captions_missing_video": [c for c, k in zip(ts.caption_ids, keep) if not k],
             "random_weights": bool(vs.attrs.get("random_weights")) or bool(ts.attrs.get("random_weights")),
             "model": vs.model,
         }
@@ -208,6 +219,21 @@ def _load_bank(path: str | None, model: str, dim: int) -> np.ndarray | None:
                               f"not {model!r} ({dim}-d)")
         x = bank.pooled()
         check_finite(x, bank.caption_ids, "query bank")
+        return _normalise(x)
+
+
+def load_video_bank(path: str | None, model: str, dim: int) -> np.ndarray | None:
+    """Training-video pooled features (the v2t bank for SK-norm / QB-Norm), normalised; None if not given."""
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise VtpipeError(f"v2t re-ranking needs the video bank {path} (training-split video features): set "
+                          "dataset.train_videos so that extract encodes it, or pass --bank-video-features")
+    with VideoStore(path) as vb:
+        if vb.model != model or vb.embed_dim != dim:
+            raise VtpipeError(f"video bank {path} is from model {vb.model!r} ({vb.embed_dim}-d), not {model!r} ({dim}-d)")
+        x = vb.pooled()
+        check_finite(x, vb.ids, "video bank")
         return _normalise(x)
 
 
@@ -231,9 +257,14 @@ def _run_retrieval(task: Task) -> Result:
     exact_dirs = tuple(d for d in p["directions"] if not (use_index and d == "t2v"))
     mode, info = similarity_mode(data["model"], p.get("similarity", "auto"))
     sim_info: dict = {}
+    vbank = None
     if mode == "dp":
         text_q, video_g, score_fn = data["captions"], videos, None
         bank = _load_bank(p["bank_features"], data["model"], data["videos"].shape[1])
+        vpath = p.get("bank_video_features")
+        if vpath and not p.get("bank_video_required") and not Path(vpath).is_file():
+            vpath = None  # no training videos configured: v2t is evaluated without re-ranking and says so
+        vbank = load_video_bank(vpath, data["model"], data["videos"].shape[1])
     else:
         if use_index:
             raise ConfigError(f"--candidates faiss ranks by the index's dot products; the store's model {data['model']!r} "
@@ -242,28 +273,35 @@ def _run_retrieval(task: Task) -> Result:
         scorer, sim_info = token_sets(p, data, present, mode, info)
         text_q, video_g, score_fn = scorer.ids(TEXT), scorer.ids(VIDEO), scorer
         bank = scorer.ids(BANK) if BANK in scorer.sides else None
-    res: dict = {"ranks": {}}
+    res: dict = {"ranks": {}, "counts": {}}
+    n_miss_caps = len(data["captions_missing_video"])
+    misses = {"t2v": n_miss_caps, "v2t": len(data["missing_videos"])} if p.get("missing") == "miss" else {}
     if exact_dirs:
         res = evaluate_retrieval(
             text_q, video_g, cap_to_row, rerank=p["rerank"], directions=exact_dirs,
             ties=p["ties"], median=p["median"], ks=tuple(p["ks"]), v2t_gallery=p["v2t_gallery"],
-            bank_text_feats=bank, score_fn=score_fn, return_ranks=True, **kwargs,
+            bank_text_feats=bank, bank_video_feats=vbank, score_fn=score_fn, misses=misses, return_ranks=True,
+            **kwargs,
         )
     if use_index:
         if p["rerank"] != "none":
             raise ConfigError("--candidates faiss ranks by the index's own scores: it cannot be combined with re-ranking")
         res["t2v"], res["ranks"]["t2v"] = t2v_from_index(p["index_dir"], data, [video_ids[i] for i in cap_to_row],
-                                                         p["candidates_k"], p["ks"], p["median"])
+                                                         p["candidates_k"], p["ks"],
+                                                         "numpy" if p["median"] == "auto" else p["median"])
     outputs, info_out = {}, {}
     for d in p["directions"]:
         m = dict(res[d])
         m.update({
             "task": d, "model": data["model"], "dataset": p["dataset"], "rerank_params": rp if m.get("rerank") != "none" else {},
             "videos": len(video_ids), "captions": len(data["caption_ids"]), "videos_missing": data["missing_videos"],
+            "captions_missing_video": n_miss_caps, "missing_policy": p.get("missing", "drop"),
             "videos_without_captions": len(data["video_ids"]) - len(video_ids), "random_weights": data["random_weights"],
-            "v2t_gallery": p["v2t_gallery"] if d == "v2t" else None,
             "similarity": mode,
         })
+        m.setdefault("v2t_gallery", p["v2t_gallery"] if d == "v2t" else None)
+        miss_warn = missing_warning(len(data["missing_videos"]), n_miss_caps, p.get("missing", "drop"), len(video_ids))
+        m["warnings"] = ([miss_warn] if miss_warn else []) + list(m.get("warnings", []))
         if sim_info:
             m["similarity_info"] = sim_info
         m.setdefault("rerank", p["rerank"])
@@ -274,8 +312,8 @@ def _run_retrieval(task: Task) -> Result:
         queries = data["caption_ids"] if d == "t2v" else video_ids
         truth = [video_ids[i] for i in cap_to_row] if d == "t2v" else ["(its captions)"] * len(video_ids)
         with atomic_path(out / "ranks.csv") as tmp:
-            pd.DataFrame({"query": queries, "ground_truth": truth, "rank": ranks + 1}).to_csv(
-                tmp, index=False, float_format="%g")  # 1-based; x.5 only under average ties
+            ranks_frame(queries, truth, ranks, res["counts"].get(d), misses.get(d, 0)).to_csv(
+                tmp, index=False, float_format="%g")
         write_plots(ranks, out, f"{data['model']} {d}")
         outputs[d] = str(out / "metrics.json")
         info_out[d] = {k: m[k] for k in m if k.startswith("R@")}
@@ -557,21 +595,3 @@ def _run_linear_probe(task: Task) -> Result:
     write_json_atomic(Path(p["out_dir"]) / "metrics.json", m)
     return Result(task.id, outputs={"metrics": str(Path(p["out_dir"]) / "metrics.json")},
                   info={"top1": m.get("top1")}, seconds=time.perf_counter() - t0)
-
-
-def metrics_table(rows: list[dict], ks=(1, 5, 10, 50)) -> str:
-    """A markdown table, one row per retrieval metrics dict, in the papers' column order."""
-    cols = [f"R@{k}" for k in ks] + ["MdR", "MnR"]
-    head = "| model | task | rerank | " + " | ".join(cols) + " | queries |"
-    sep = "|" + "---|" * (len(cols) + 4)
-    lines = [head, sep]
-    for m in rows:
-        vals = " | ".join(f"{m[c]:.1f}" if m.get(c) is not None else "-" for c in cols)
-        lines.append(f"| {m.get('model', '')} | {m.get('task', '')} | {m.get('rerank', 'none')} | {vals} | {m.get('n_queries', '')} |")
-    notes = sorted({f"ties: {m.get('ties')}, median: {m.get('median')}" for m in rows})
-    lines.append("")
-    lines.extend(f"_{n}_" for n in notes)
-    if any(m.get("random_weights") for m in rows):
-        lines.append("")
-        lines.append("**WARNING: features came from RANDOM weights; these numbers are chance level by design.**")
-    return "\n".join(lines) + "\n"

@@ -67,6 +67,32 @@ def segment_items(cfg: dict, layout: Layout, spec: dict) -> list[list]:
     return items
 
 
+BANK_VIDEOS = "bank-videos"  # the v2t re-ranking bank: training-split videos, one store of their own
+
+
+def bank_video_items(cfg: dict) -> list[tuple[str, str]]:
+    """(id, path) of the training videos (dataset.train_videos, restricted to dataset.train_split's ids when
+    given) when v2t is re-ranked with a bank (sk-norm / qb-norm); [] otherwise. Read from the sources (the
+    compress stage only handles input.videos)."""
+    from stages import compress
+    from stages.datasets.captions import _read_csv
+    from stages.datasets.common import read_id_list
+
+    ds, ev = cfg["dataset"], cfg["evaluate"]
+    if not ds.get("train_videos") or ev["rerank"] not in ("sk-norm", "qb-norm") or "v2t" not in ev["tasks"]:
+        return []
+    videos = compress.source_videos({**cfg, "input": {**cfg["input"], "videos": ds["train_videos"]}})
+    split = ds.get("train_split")
+    if split:
+        keep = (set(_read_csv(Path(split), ["video_id"])["video_id"]) if Path(split).suffix.lower() == ".csv"
+                else set(read_id_list(Path(split))))
+        videos = [(vid, p) for vid, p in videos if vid in keep or Path(vid).name in keep]
+    if not videos:
+        raise ConfigError(f"dataset.train_videos {ds['train_videos']} holds no training video"
+                          + (f" listed in {split}" if split else ""))
+    return [(vid, str(p)) for vid, p in videos]
+
+
 def sampling_spec(cfg: dict) -> dict:
     info = model_config(cfg["model"]["name"])
     spec = cfg["model"]["sampling"] or info.sampling
@@ -122,6 +148,11 @@ def plan(cfg: dict, layout: Layout) -> list[Task]:
     if ds["train_captions"] and cfg["evaluate"]["rerank"] in ("sk-norm", "qb-norm"):
         opts = {"split_csv": ds["train_split"]} if ds["train_split"] and ds["train_format"] == "msrvtt-json" else {}
         text_sets.append(("bank", ds["train_captions"], ds["train_format"], opts))
+    bank = bank_video_items(cfg)
+    if bank:
+        params = {**common, "kind": "videos", "videos": [list(v) for v in bank], "batch_size": e["batch_size"],
+                  "out": str(out_dir / f"{BANK_VIDEOS}.h5")}
+        tasks.append(Task(STAGE, BANK_VIDEOS, str(out_dir), params, resources={"GPU": 1}, runtime=dict(runtime)))
     for task_id, path, fmt, options in text_sets:
         params = {
             **common,

@@ -49,6 +49,11 @@ class Layout:
         default = self.features(model)
         return self._get("bank_features", default.with_name(default.stem + ".bank.text.h5"))
 
+    def bank_video_features(self, model: str) -> Path:
+        """Training-video features: the v2t bank for SK-norm / QB-Norm re-ranking (a video store)."""
+        default = self.features(model)
+        return self._get("bank_video_features", default.with_name(default.stem + ".bank.h5"))
+
     def concat_dir(self) -> Path:
         """Where the concat stage keeps its manifests."""
         return self._get("concat_dir", self.features("_").parent)

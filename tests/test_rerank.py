@@ -280,8 +280,9 @@ def test_evaluate_retrieval_matches_dense(method, v2t_gallery):
         np.testing.assert_array_equal(res["ranks"]["t2v"], want_t2v)
         np.testing.assert_array_equal(res["ranks"]["v2t"], want_v2t)
         assert res["t2v"]["rerank"] == method and res["v2t"]["rerank"] == method
+        added = ("rerank", "convention_reference", "tie_diagnostics", "warnings")
         assert res["t2v"] == {**retrieval_metrics(want_t2v, median="torch", n_queries=len(c2v)),
-                              **{k: v for k, v in res["t2v"].items() if k.startswith("rerank")}}
+                              **{k: v for k, v in res["t2v"].items() if k.startswith(added)}}
         assert res["v2t"]["n_queries"] == V.shape[0] and res["v2t"]["v2t_gallery"] == v2t_gallery
 
 
@@ -306,7 +307,7 @@ def test_evaluate_retrieval_t2v_only_and_errors():
     T, V, c2v, BT, _ = _data(22)
     res = evaluate_retrieval(T, V, c2v, directions=("t2v",), rerank="sk-norm", bank_text_feats=BT,
                              return_ranks=True)
-    assert set(res) == {"t2v", "ranks"}
+    assert set(res) == {"t2v", "ranks", "counts"}
     with pytest.raises(ValueError, match="rerank"):
         evaluate_retrieval(T, V, c2v, rerank="bogus")
     with pytest.raises(ValueError, match="direction"):

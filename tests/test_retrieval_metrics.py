@@ -444,3 +444,68 @@ def test_drl_similarity_and_score_fn(mode):
     np.testing.assert_array_equal(got, ranks_from_scores(S, c2v))
     got = v2t_ranks_multi(V, T, c2v, block=3, score_fn=drl_score_fn(Lt, Lv, d, mode, queries="video"))
     np.testing.assert_array_equal(got, v2t_ranks_multi_from_scores(np.ascontiguousarray(S.T), c2v))
+
+
+# ---- named conventions (stages.retrieval.conventions), hand-worked ------------------------------------------
+def _conv(T, V, c2v, ties, **kw):
+    from stages.retrieval import evaluate_retrieval
+
+    return evaluate_retrieval(np.asarray(T, np.float32), np.asarray(V, np.float32), c2v, ties=ties, median="auto",
+                              ks=(1, 5), return_ranks=True, **kw)
+
+
+S3 = np.array([[1, 1, 0], [0, 1, 0], [1, 1, 0.5]])  # captions x videos (videos = e0, e1, e2; captions = rows)
+
+
+@pytest.mark.parametrize("ties, t2v_ranks, t2v_r1, v2t_ranks, v2t_r1", [
+    # q0 ties its video with video 1; q1 alone on top; q2 has two items above it
+    ("optimistic", [0, 0, 2], 200 / 3, [0, 0, 0], 100.0),
+    ("pessimistic", [1, 0, 2], 100 / 3, [1, 2, 0], 100 / 3),
+    ("average", [0.5, 0, 2], 200 / 3, [0.5, 1, 0], 200 / 3),
+    # collaborative-experts: the same averaged ranks, but R@1 counts only rank == 0
+    ("collaborative-experts", [0.5, 0, 2], 100 / 3, [0.5, 1, 0], 100 / 3),
+    # clip4clip compute_metrics: one entry per tied position (0 and 1 for q0); v2t video 1 ties all three
+    ("clip4clip", [0, 1, 0, 2], 50.0, [0, 1, 0, 1, 2, 0], 50.0),
+])
+def test_conventions_hand_worked_square(ties, t2v_ranks, t2v_r1, v2t_ranks, v2t_r1):
+    res = _conv(S3, np.eye(3), None, ties)
+    assert sorted(res["ranks"]["t2v"]) == sorted(t2v_ranks) and res["t2v"]["R@1"] == pytest.approx(t2v_r1)
+    assert sorted(res["ranks"]["v2t"]) == sorted(v2t_ranks) and res["v2t"]["R@1"] == pytest.approx(v2t_r1)
+    assert res["t2v"]["ties"] == ties and res["t2v"]["convention_reference"]
+    if ties == "clip4clip":  # numpy median of the entries 0, 0, 1, 2 -> 0.5 -> MdR 1.5
+        assert res["t2v"]["MdR"] == 1.5 and res["t2v"]["MnR"] == 1.75 and res["t2v"]["n_queries"] == 3
+
+
+def test_collaborative_experts_counts_the_videos_own_tied_captions():
+    """Video 0 has two identical captions: CE averages their positions (0.5, an R@1 miss); plain averaged ties
+    leave the video's own captions out (rank 0)."""
+    T, V, c2v = [[1, 0], [1, 0], [0, 1]], np.eye(2), np.array([0, 0, 1])
+    ce, avg = _conv(T, V, c2v, "collaborative-experts"), _conv(T, V, c2v, "average")
+    assert list(ce["ranks"]["v2t"]) == [0.5, 0.0] and ce["v2t"]["R@1"] == 50.0
+    assert list(avg["ranks"]["v2t"]) == [0.0, 0.0] and avg["v2t"]["R@1"] == 100.0
+    assert ce["v2t"]["v2t_gallery"] == "captions"
+
+
+def test_clip4clip_multi_caption_t2v_breaks_ties_in_gallery_order():
+    """tensor_text_to_video_metrics: the argsort position; a tied item earlier in the gallery comes first."""
+    T = [[1, 1, 0], [1, 1, 0], [0, 0, 1], [0, 0, 1]]
+    res = _conv(T, np.eye(3), np.array([1, 0, 2, 2]), "clip4clip")
+    assert list(res["ranks"]["t2v"]) == [1, 0, 0, 0]  # caption 0's video 1 comes after the tied video 0
+    assert res["t2v"]["R@1"] == 75.0 and res["t2v"]["median"] == "torch" and res["t2v"]["MdR"] == 1.0
+    assert res["v2t"]["v2t_gallery"] == "videos"
+    d = res["t2v"]["tie_diagnostics"]
+    assert d["queries_tied"] == 2 and d["R@K_pessimistic"]["R@1"] == 50.0 and d["R@K_optimistic"]["R@1"] == 100.0
+    assert res["t2v"]["warnings"] and "75.0 under ties=clip4clip but 50.0 under pessimistic" in res["t2v"]["warnings"][0]
+
+
+def test_tie_diagnostics_and_misses():
+    res = _conv(S3, np.eye(3), None, "optimistic", misses={"t2v": 1})
+    m = res["t2v"]
+    # ranks 0, 0, 2 and a miss ranked 3 (the gallery size: below all 3 videos, so still within the top 5)
+    assert m["n_queries"] == 4 and m["R@1"] == 50.0 and m["R@5"] == 100.0 and m["queries_counted_as_misses"] == 1
+    assert m["MnR"] == pytest.approx((1 + 1 + 3 + 4) / 4)
+    d = m["tie_diagnostics"]
+    assert d["queries_tied"] == 1 and d["tied_in_top_k"] == {"R@1": 1, "R@5": 1}
+    assert d["R@K_pessimistic"]["R@1"] == 25.0 and d["max_gap"] == 25.0 and m["warnings"]
+    untied = _conv(np.eye(3), np.eye(3), None, "optimistic")
+    assert untied["t2v"]["tie_diagnostics"]["queries_tied"] == 0 and untied["t2v"]["warnings"] == []

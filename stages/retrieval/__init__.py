@@ -2,8 +2,11 @@
 
 - :mod:`.metrics`: ranks (optimistic / pessimistic / average / clip4clip ties) from dense scores or
   blockwise from features, multi-caption v2t, fused t2v+v2t, and R@K / MdR / MnR / StdR / Geom.
-- :mod:`.rerank`: SK-norm (blockwise from features, and dense), DSL, QB-Norm, and
-  :func:`~.rerank.evaluate_retrieval`, the one call the evaluate stage makes.
+- :mod:`.rerank`: SK-norm (blockwise from features, and dense), DSL, QB-Norm.
+- :mod:`.conventions`: the named tie / median conventions of the reference codes (optimistic,
+  pessimistic, average, clip4clip, collaborative-experts).
+- :mod:`.diagnostics`: tie diagnostics and the missing-videos warning.
+- :mod:`.evaluation`: :func:`~.evaluation.evaluate_retrieval`, the one call the evaluate stage makes.
 - :mod:`.similarity`: DRL token-wise (TI / WTI) similarities usable as ``score_fn``
   (:class:`~.similarity.TokenScorer` is the scalable one the evaluate stage uses).
 """
@@ -18,12 +21,13 @@ from .metrics import (
     v2t_ranks_multi,
     v2t_ranks_multi_from_scores,
 )
+from .conventions import CONVENTIONS
+from .evaluation import evaluate_retrieval
 from .rerank import (
     RERANKERS,
     SK_KERNELS,
     apply_rerank,
     dsl,
-    evaluate_retrieval,
     qb_norm,
     sk_norm_bias,
     sk_norm_bias_dense,
@@ -31,6 +35,7 @@ from .rerank import (
 )
 
 __all__ = [
+    "CONVENTIONS",
     "MEDIANS",
     "TIES",
     "RERANKERS",

@@ -7,7 +7,10 @@ Conventions (see shared/specs/evaluation.md, "Retrieval metrics")
 * Tie policies (`ties=`), for a query whose ground-truth score is ``s``:
     - ``"optimistic"`` (vtpipe default): count of scores strictly greater than ``s``;
     - ``"pessimistic"``: count of the *other* items scoring ``>= s`` (the ground truth itself excluded);
-    - ``"average"``: mean of the two (may be x.5; collaborative-experts / QB-Norm);
+    - ``"average"``: mean of the two (may be x.5). This is *not* the collaborative-experts / QB-Norm
+      metric: that one averages too, but counts R@1 only for a rank of exactly 0 and, in multi-caption
+      v2t, also averages over the video's own other captions tied with its best one - see
+      :mod:`.conventions` (``"collaborative-experts"``), which the evaluate stage uses;
     - ``"clip4clip"``: reproduces CLIP4Clip/DRL/VT-TWINS ``compute_metrics`` (sort the row, take every
       position where the sorted value equals the diagonal): a row with ``e`` items tied with its ground
       truth contributes the ``e + 1`` entries ``optimistic, ..., pessimistic``; a row whose ground-truth
@@ -29,7 +32,8 @@ Multi-caption datasets
 ----------------------
 * t2v: each caption is a query, its ground truth is its video's gallery index: use
   :func:`ranks_from_features` with ``gt = caption_to_video``.
-* v2t (:func:`v2t_ranks_multi`), ``gallery="captions"`` (default; collaborative-experts): every video is a
+* v2t (:func:`v2t_ranks_multi`), ``gallery="captions"`` (default; the collaborative-experts gallery, but
+  see :mod:`.conventions` for its tie rule, which also counts the video's own tied captions): every video is a
   query and the gallery is all captions. The rank of caption ``c`` (of video ``v``) for ``v`` counts the
   captions of *other* videos scoring strictly above ``c`` (optimistic; ``>=`` for pessimistic); the
   video's rank is the minimum over its captions, i.e. the rank of its best-scoring caption. (For
@@ -141,8 +145,9 @@ def _fused_kernel(S, gt, kind, ra, rc, cx, ca, cc, rx, col_thr,
 
 
 @njit(cache=True)
-def _fused_own(S, gt, kind, ca, cc, rx, col_thr, col_gt, col_ge, col_seen):  # pragma: no cover
-    """Remove each row's own column from that column's counts; record the max own score seen."""
+def _fused_own(S, gt, kind, ca, cc, rx, col_thr, col_gt, col_ge, col_seen, col_eq):  # pragma: no cover
+    """Remove each row's own column from that column's counts; count the own captions equal to the
+    threshold (col_eq); record the max own score seen."""
     for i in range(S.shape[0]):
         j = gt[i]
         w = value(kind, S[i, j], ca[j], cc[j], rx[i])
@@ -150,6 +155,8 @@ def _fused_own(S, gt, kind, ca, cc, rx, col_thr, col_gt, col_ge, col_seen):  # p
             col_gt[j] -= 1
         if w >= col_thr[j]:
             col_ge[j] -= 1
+        if w == col_thr[j]:
+            col_eq[j] += 1
         if w > col_seen[j] or col_seen[j] != col_seen[j]:
             col_seen[j] = w
 
@@ -163,11 +170,11 @@ def _values_at(T, rows, cols, kind, a_cols, c_cols, x_rows, out):  # pragma: no 
 
 @njit(parallel=True, cache=True)
 def _v2t_caps_kernel(S, vids, ptr, idx, kind, ra, rc, cx,
-                     out_gt, out_ge, out_thr):  # pragma: no cover - compiled
+                     out_gt, out_ge, out_thr, out_own):  # pragma: no cover - compiled
     """Rows = videos (global ids `vids`), columns = all captions; own captions = idx[ptr[v]:ptr[v+1]].
 
     thr = max over own captions; count captions with value > thr (own ones never are) and the other
-    videos' captions with value >= thr.
+    videos' captions with value >= thr; out_own = the video's *other* own captions equal to thr.
     """
     n, m = S.shape
     for r in prange(n):
@@ -189,13 +196,16 @@ def _v2t_caps_kernel(S, vids, ptr, idx, kind, ra, rc, cx,
             n_gt, n_ge = row_counts(affine_value, S, r, a, c, cx, thr)
         else:
             n_gt, n_ge = row_counts(dsl_value, S, r, a, c, cx, thr)
+        n_eq = 0
         for k in range(ptr[v], ptr[v + 1]):
             cap = idx[k]
             w = value(kind, S[r, cap], a, c, cx[cap])
             n_ge -= 1 if w >= thr else 0
+            n_eq += 1 if w == thr else 0
         out_gt[r] = n_gt
         out_ge[r] = n_ge
         out_thr[r] = thr
+        out_own[r] = max(n_eq - 1, 0)
 
 
 @njit(parallel=True, cache=True)
@@ -436,6 +446,7 @@ def _v2t_pass(Vf, Cf, c2v, ptr, idx, kind, ra, rc, cx, gallery, block, score_fn,
     n_gt = np.empty(n, np.int64)
     n_ge = np.empty(n, np.int64)
     thr = np.empty(n)
+    own = np.zeros(n, np.int64)
     rows = _rows_per_block(block, Cf.shape[0], 8 if Vf.dtype == np.float64 else 4, max_block_bytes)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
@@ -443,12 +454,12 @@ def _v2t_pass(Vf, Cf, c2v, ptr, idx, kind, ra, rc, cx, gallery, block, score_fn,
         S = _score_block(score_fn, Vf[vids] if videos is not None else Vf[r0:r1], Cf)
         if gallery == "captions":
             _v2t_caps_kernel(S, vids, ptr, idx, kind, ra[vids], rc[vids], cx,
-                             n_gt[r0:r1], n_ge[r0:r1], thr[r0:r1])
+                             n_gt[r0:r1], n_ge[r0:r1], thr[r0:r1], own[r0:r1])
         else:
             _v2t_groups_kernel(S, vids, c2v, nv, kind, ra[vids], rc[vids], cx,
                                n_gt[r0:r1], n_ge[r0:r1], thr[r0:r1], numba.get_num_threads())
         del S
-    return n_gt, n_ge, thr
+    return n_gt, n_ge, thr, own
 
 
 def v2t_ranks_multi(
@@ -468,7 +479,7 @@ def v2t_ranks_multi(
 
     ``score_vc = scale * (video_v . caption_c) + caption_bias_c`` (``caption_bias``: the v2t SK-norm
     per-text bias). ``gallery="captions"``: min over the video's captions of the caption's rank among all
-    other videos' captions (collaborative-experts). ``gallery="videos"``: CLIP4Clip, videos ranked by
+    other videos' captions (the collaborative-experts gallery). ``gallery="videos"``: CLIP4Clip, videos ranked by
     their best caption. Blockwise over videos: memory O((V + C) * D + block * C).
     """
     _check_ties(ties)
@@ -481,8 +492,8 @@ def v2t_ranks_multi(
     if caption_bias is not None:
         caption_bias = _as_vector(caption_bias, nc, "caption_bias")
     ra, rc, cx = _affine_params(nv, nc, scale, caption_bias)
-    n_gt, n_ge, thr = _v2t_pass(Vf, Cf, c2v, ptr, idx, KIND_AFFINE, ra, rc, cx, gallery, block,
-                                score_fn, max_block_bytes)
+    n_gt, n_ge, thr, _own = _v2t_pass(Vf, Cf, c2v, ptr, idx, KIND_AFFINE, ra, rc, cx, gallery, block,
+                                      score_fn, max_block_bytes)
     return _finish(n_gt, n_ge, thr, ties, "v2t_ranks_multi")
 
 
@@ -503,7 +514,7 @@ def v2t_ranks_multi_from_scores(scores_vc, caption_to_video, ties: str = "optimi
     vids = np.arange(nv, dtype=np.int64)
     if nv:
         if gallery == "captions":
-            _v2t_caps_kernel(S, vids, ptr, idx, KIND_AFFINE, ra, rc, cx, n_gt, n_ge, thr)
+            _v2t_caps_kernel(S, vids, ptr, idx, KIND_AFFINE, ra, rc, cx, n_gt, n_ge, thr, np.zeros(nv, np.int64))
         else:
             _v2t_groups_kernel(S, vids, c2v, nv, KIND_AFFINE, ra, rc, cx, n_gt, n_ge, thr,
                                numba.get_num_threads())
@@ -513,6 +524,17 @@ def v2t_ranks_multi_from_scores(scores_vc, caption_to_video, ties: str = "optimi
 def _fused_ranks(Tf, Vf, c2v, ptr, idx, kind, t2v_params, v2t_params, ties_t2v, ties_v2t, block,
                  score_fn, max_block_bytes, tile: int = 256):
     """One pass over the caption x video similarity; see :func:`t2v_v2t_ranks`. Returns (t2v, v2t, info)."""
+    t2v_c, v2t_c, info = _fused_counts(Tf, Vf, c2v, ptr, idx, kind, t2v_params, v2t_params, block, score_fn,
+                                       max_block_bytes, tile)
+    t2v = _finish(*t2v_c[:3], ties_t2v, "t2v")
+    v2t = _finish(*v2t_c[:3], ties_v2t, "v2t")
+    return t2v, v2t, info
+
+
+def _fused_counts(Tf, Vf, c2v, ptr, idx, kind, t2v_params, v2t_params, block, score_fn, max_block_bytes,
+                  tile: int = 256):
+    """The counts behind :func:`_fused_ranks`: ((n_gt, n_ge, thr) per caption, (n_gt, n_ge, thr, own ties)
+    per video, info). ``own ties`` = the video's other captions scoring exactly its best caption's score."""
     nc, nv = Tf.shape[0], Vf.shape[0]
     ra, rc, cx = t2v_params  # per caption, per caption, per video
     ca, cc, rx = v2t_params  # per video, per video, per caption
@@ -541,6 +563,7 @@ def _fused_ranks(Tf, Vf, c2v, ptr, idx, kind, t2v_params, v2t_params, ties_t2v, 
     own_gt = np.zeros(nv, np.int64)
     own_ge = np.zeros(nv, np.int64)
     col_seen = np.full(nv, -np.inf)
+    col_eq = np.zeros(nv, np.int64)
     n_gt = np.empty(nc, np.int64)
     n_ge = np.empty(nc, np.int64)
     thr = np.empty(nc)
@@ -551,21 +574,21 @@ def _fused_ranks(Tf, Vf, c2v, ptr, idx, kind, t2v_params, v2t_params, ties_t2v, 
         gtb = c2v[r0:r1]
         _fused_kernel(S, gtb, kind, ra[r0:r1], rc[r0:r1], cx, ca, cc, rx[r0:r1], col_thr,
                       n_gt[r0:r1], n_ge[r0:r1], thr[r0:r1], acc_gt, acc_ge)
-        _fused_own(S, gtb, kind, ca, cc, rx[r0:r1], col_thr, own_gt, own_ge, col_seen)
+        _fused_own(S, gtb, kind, ca, cc, rx[r0:r1], col_thr, own_gt, own_ge, col_seen, col_eq)
         del S
     v_gt = acc_gt.sum(axis=0) + own_gt
     v_ge = acc_ge.sum(axis=0) + own_ge
+    v_own = np.maximum(col_eq - 1, 0)
     # verification: the thresholds must be the max of the own-caption scores as seen by the main pass
     bad = np.flatnonzero(col_seen != col_thr)
     if bad.size:
-        b_gt, b_ge, b_thr = _v2t_pass(Vf, Tf, c2v, ptr, idx, kind, ca, cc, rx, "captions", block,
-                                      score_fn, max_block_bytes, videos=bad)
+        b_gt, b_ge, b_thr, b_own = _v2t_pass(Vf, Tf, c2v, ptr, idx, kind, ca, cc, rx, "captions", block,
+                                             score_fn, max_block_bytes, videos=bad)
         v_gt[bad] = b_gt
         v_ge[bad] = b_ge
         col_thr[bad] = b_thr
-    t2v = _finish(n_gt, n_ge, thr, ties_t2v, "t2v")
-    v2t = _finish(v_gt, v_ge, col_thr, ties_v2t, "v2t")
-    return t2v, v2t, {"v2t_recounted_videos": int(bad.size)}
+        v_own[bad] = b_own
+    return (n_gt, n_ge, thr), (v_gt, v_ge, col_thr, v_own), {"v2t_recounted_videos": int(bad.size)}
 
 
 def t2v_v2t_ranks(

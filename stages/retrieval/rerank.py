@@ -58,34 +58,20 @@ QB-Norm (dynamic inverted softmax), defaults ``beta = 20, k = 1``
     Operates on the raw similarity (cosine): the blockwise path ranks the flagged rows by
     ``beta * S_ij - logZ_j``, which orders them exactly as the exponential does.
 
-:func:`evaluate_retrieval` is the call the evaluate stage makes: t2v and v2t metrics, with any of the
-re-rankers, blockwise from features (no N x M matrix).
+:func:`stages.retrieval.evaluation.evaluate_retrieval` is the call the evaluate stage makes: t2v and v2t
+metrics, with any of these re-rankers, blockwise from features (no N x M matrix).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-from ._numba import KIND_AFFINE, KIND_DSL, exp_f32acc, fast_exp
-from .metrics import (
-    DEFAULT_MAX_BLOCK_BYTES,
-    ScoreFn,
-    V2T_GALLERIES,
-    _as_matrix,
-    _finish,
-    _fused_ranks,
-    _prepare_pairs,
-    _row_kernel,
-    _rows_per_block,
-    _score_block,
-    _v2t_pass,
-    retrieval_metrics,
-)
+from ._numba import exp_f32acc, fast_exp
+from .metrics import DEFAULT_MAX_BLOCK_BYTES, ScoreFn, _as_matrix, _rows_per_block, _score_block
 
 __all__ = [
     "RERANKERS",
@@ -96,7 +82,6 @@ __all__ = [
     "dsl",
     "qb_norm",
     "apply_rerank",
-    "evaluate_retrieval",
 ]
 
 RERANKERS = ("none", "sk-norm", "dsl", "qb-norm")
@@ -588,162 +573,3 @@ def _bank_log_z(bank, gallery, beta, block, score_fn, max_block_bytes) -> np.nda
         mblk = _sk_first_pass(S, float(beta), rowmax, acc)
         colsum, gmax = _merge_colsum(colsum, gmax, acc.sum(axis=0), mblk)
     return gmax + np.log(colsum)
-
-
-def evaluate_retrieval(
-    text_feats,
-    video_feats,
-    caption_to_video=None,
-    *,
-    rerank: str = "none",
-    directions: Sequence[str] = ("t2v", "v2t"),
-    ties: str = "optimistic",
-    ties_v2t: str | None = None,
-    median: str = "numpy",
-    ks: Sequence[int] = (1, 5, 10, 50),
-    v2t_gallery: str = "captions",
-    scale: float = 100.0,
-    bank_text_feats=None,
-    bank_video_feats=None,
-    n_iters: int = 4,
-    temperature: float = 1.0,
-    beta: float = 20.0,
-    k: int = 1,
-    block: int = 4096,
-    max_block_bytes: int | None = DEFAULT_MAX_BLOCK_BYTES,
-    sk_cache_bytes: int = DEFAULT_SK_CACHE_BYTES,
-    sk_kernel: str = "float32",
-    sk_max_error: float = DEFAULT_SK_MAX_ERROR,
-    score_fn: ScoreFn | None = None,
-    return_ranks: bool = False,
-) -> dict:
-    """t2v / v2t retrieval metrics with an optional re-ranker, blockwise from features.
-
-    ``text_feats [C, D]`` (test captions), ``video_feats [V, D]``, ``caption_to_video [C]`` (``None``:
-    caption i pairs with video i). Similarity = dot product (L2-normalise first for cosine), times
-    ``scale`` where the method needs logits (SK-norm, DSL). Re-rankers:
-
-    * ``"sk-norm"``: t2v bias per video from ``bank_text_feats`` (training captions); v2t bias per text
-      from ``bank_video_feats`` (training videos); ``sk_kernel`` / ``sk_max_error`` / ``sk_cache_bytes``
-      as ``kernel`` / ``max_error`` / ``cache_bytes`` of :func:`sk_norm_bias` (the info, with its error
-      bound, is reported under ``rerank_info.sk_norm``);
-    * ``"dsl"``: no bank; ``temperature``;
-    * ``"qb-norm"``: t2v bank ``bank_text_feats``, v2t bank ``bank_video_feats``; ``beta``, ``k``.
-
-    A direction whose bank is missing is evaluated without re-ranking, and its metrics say so
-    (``"rerank": "none"`` with ``"rerank_requested"``). With ``v2t_gallery="captions"`` both directions
-    come from one pass over the caption x video similarity (two for DSL and QB-Norm, whose statistics
-    need a first pass); ``"videos"`` (CLIP4Clip) adds a video-major pass for v2t.
-    Returns ``{"t2v": metrics, "v2t": metrics}`` (+ ``"ranks"`` when ``return_ranks``).
-    """
-    if rerank not in RERANKERS:
-        raise ValueError(f"rerank={rerank!r} is not one of {RERANKERS}")
-    for d in directions:
-        if d not in ("t2v", "v2t"):
-            raise ValueError(f"direction {d!r} is not 't2v' or 'v2t'")
-    if v2t_gallery not in V2T_GALLERIES:
-        raise ValueError(f"v2t_gallery={v2t_gallery!r} is not one of {V2T_GALLERIES}")
-    Tf, Vf, c2v, ptr, idx, ties_v2t = _prepare_pairs(text_feats, video_feats, caption_to_video, ties, ties_v2t,
-                                                     require_all="v2t" in directions)
-    nc, nv = Tf.shape[0], Vf.shape[0]
-    kw = dict(block=block, score_fn=score_fn, max_block_bytes=max_block_bytes)
-
-    applied = {"t2v": rerank, "v2t": rerank}
-    if rerank in ("sk-norm", "qb-norm"):
-        if bank_text_feats is None:
-            applied["t2v"] = "none"
-        if bank_video_feats is None:
-            applied["v2t"] = "none"
-
-    kind = KIND_AFFINE
-    # t2v params: per caption (ra, rc), per video cx; v2t params: per video (ca, cc), per caption rx
-    ra, rc, cx = np.ones(nc), np.zeros(nc), np.zeros(nv)
-    ca, cc, rx = np.ones(nv), np.zeros(nv), np.zeros(nc)
-    extra: dict = {}
-    if rerank == "sk-norm":
-        if applied["t2v"] == "sk-norm" and "t2v" in directions:
-            g, info = sk_norm_bias(bank_text_feats, Vf, scale=scale, n_iters=n_iters, cache_bytes=sk_cache_bytes,
-                                   kernel=sk_kernel, max_error=sk_max_error, return_info=True, **kw)
-            ra[:], rc[:], cx = scale, 1.0, g
-            extra["t2v"] = {"sk_norm": info}
-        if applied["v2t"] == "sk-norm" and "v2t" in directions:
-            h, info = sk_norm_bias(bank_video_feats, Tf, scale=scale, n_iters=n_iters, cache_bytes=sk_cache_bytes,
-                                   kernel=sk_kernel, max_error=sk_max_error, return_info=True, **kw)
-            ca[:], cc[:], rx = scale, 1.0, h
-            extra["v2t"] = {"sk_norm": info}
-    elif rerank == "dsl":
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        kind = KIND_DSL
-        row_lse = np.empty(nc)
-        col_max = np.full(nv, -np.inf)
-        col_sum = np.zeros(nv)
-        lse_acc = np.zeros((max(1, numba.get_num_threads()), nv))
-        rows = _rows_per_block(block, nv, 4, max_block_bytes)
-        for r0 in range(0, nc, rows):
-            S = _score_block(score_fn, Tf[r0:r0 + rows], Vf)
-            _lse_rows_cols(S, float(scale), 1.0 / temperature, row_lse[r0:r0 + rows], col_max, col_sum,
-                           lse_acc)
-        col_lse = col_max + np.log(col_sum)
-        # t2v: softmax over captions (queries) per video column; v2t: over videos per caption
-        ra[:], rc[:], cx = scale, 1.0 / temperature, col_lse
-        ca[:], cc[:], rx = scale, 1.0 / temperature, row_lse
-    elif rerank == "qb-norm":
-        row_arg = np.empty(nc, np.int64)
-        col_best = np.full(nv, -np.inf)
-        col_arg = np.zeros(nv, np.int64)
-        need = [d for d in directions if applied[d] == "qb-norm"]
-        if need:
-            rows = _rows_per_block(block, nv, 4, max_block_bytes)
-            for r0 in range(0, nc, rows):
-                S = _score_block(score_fn, Tf[r0:r0 + rows], Vf)
-                _argmax_rows_cols(S, r0, row_arg[r0:r0 + rows], col_best, col_arg)
-        if "t2v" in need:
-            in_r = _bank_topk_set(bank_text_feats, Vf, k, block, score_fn, max_block_bytes)
-            use = in_r[row_arg]
-            ra[use], rc[use] = beta, 1.0
-            cx = -_bank_log_z(bank_text_feats, Vf, beta, block, score_fn, max_block_bytes)
-            extra["t2v"] = {"qb_norm_rows": int(use.sum())}
-        if "v2t" in need:
-            in_r = _bank_topk_set(bank_video_feats, Tf, k, block, score_fn, max_block_bytes)
-            use = in_r[col_arg]
-            ca[use], cc[use] = beta, 1.0
-            rx = -_bank_log_z(bank_video_feats, Tf, beta, block, score_fn, max_block_bytes)
-            extra["v2t"] = {"qb_norm_rows": int(use.sum())}
-
-    ranks: dict = {}
-    if "v2t" in directions and v2t_gallery == "captions":
-        t2v, v2t, info = _fused_ranks(Tf, Vf, c2v, ptr, idx, kind, (ra, rc, cx), (ca, cc, rx),
-                                      ties, ties_v2t, block, score_fn, max_block_bytes)
-        ranks["t2v"], ranks["v2t"] = t2v, v2t
-    else:
-        if "t2v" in directions:
-            n_gt = np.empty(nc, np.int64)
-            n_ge = np.empty(nc, np.int64)
-            thr = np.empty(nc)
-            rows = _rows_per_block(block, nv, 4, max_block_bytes)
-            for r0 in range(0, nc, rows):
-                r1 = min(nc, r0 + rows)
-                S = _score_block(score_fn, Tf[r0:r1], Vf)
-                _row_kernel(S, c2v[r0:r1], kind, ra[r0:r1], rc[r0:r1], cx, n_gt[r0:r1], n_ge[r0:r1], thr[r0:r1])
-            ranks["t2v"] = _finish(n_gt, n_ge, thr, ties, "t2v")
-        if "v2t" in directions:
-            n_gt, n_ge, thr = _v2t_pass(Vf, Tf, c2v, ptr, idx, kind, ca, cc, rx, v2t_gallery, block,
-                                        score_fn, max_block_bytes)
-            ranks["v2t"] = _finish(n_gt, n_ge, thr, ties_v2t, "v2t")
-
-    out: dict = {}
-    for d in directions:
-        m = retrieval_metrics(ranks[d], ks=ks, median=median, ties=ties if d == "t2v" else ties_v2t,
-                              n_queries=nc if d == "t2v" else nv)
-        m["rerank"] = applied[d]
-        if applied[d] != rerank:
-            m["rerank_requested"] = rerank
-        if d == "v2t":
-            m["v2t_gallery"] = v2t_gallery
-        if d in extra:
-            m["rerank_info"] = extra[d]
-        out[d] = m
-    if return_ranks:
-        out["ranks"] = ranks
-    return out
