@@ -90,6 +90,11 @@ class DaskExecutor:
         elif scheduler:
             self.client = Client(scheduler)
         else:
+            import dask
+
+            # Non-daemonic worker processes, so extract's decode workers (a DataLoader's processes) may start
+            # inside them; the nanny reads this each time it (re)starts a worker, so it stays set.
+            dask.config.set({"distributed.worker.daemon": False})
             self._own_cluster = LocalCluster(n_workers=max(1, int(workers)), threads_per_worker=1,
                                              processes=True, dashboard_address=":0")
             self.client = Client(self._own_cluster)

@@ -29,7 +29,8 @@ def jobqueue_cluster(scheduler_kind: str, cluster_cfg: dict, pool: str, log_dir:
         raise ConfigError("the slurm/pbs executors need dask-jobqueue: pip install dask-jobqueue") from e
     p = _pool(cluster_cfg, pool)
     worker_args = []
-    prologue = list(cluster_cfg["env_setup"])
+    # Non-daemonic dask worker processes, so extract's decode workers may start inside them.
+    prologue = list(cluster_cfg["env_setup"]) + ["export DASK_DISTRIBUTED__WORKER__DAEMON=False"]
     directives = list(cluster_cfg["extra_directives"])
     if pool == "gpu":
         worker_args += ["--resources", f"GPU={int(p['gpus'])}"]

@@ -15,7 +15,7 @@ def write_pipeline(tmp_path, s) -> str:
     y = tmp_path / "p.yaml"
     y.write_text(
         f"name: exec\ninput: {{videos: {s['videos']}}}\ndataset: {{captions: {s['captions']}}}\n"
-        "model: {name: shapes-tiny, allow_random: true}\nextract: {shards: 3, batch_size: 8, decode_workers: 0}\n"
+        "model: {name: shapes-tiny, allow_random: true}\nextract: {shards: 3, batch_size: 8}\n"
         "compress: {videos_per_task: 3}\n"
     )
     return str(y)
