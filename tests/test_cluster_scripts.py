@@ -114,3 +114,14 @@ def test_sbatch_script_without_gpus_and_default_sizes():
     assert "no GPU" in job_summary(3, cfg, True)
     text = sbatch_script("compress", 3, Path("/x/p.yaml"), Path("/x/run"), cfg, [], False, "n")
     assert "#SBATCH --cpus-per-task=1" in text and "#SBATCH --mem=4G" in text
+
+
+def test_missing_slurm_skips_locally_and_fails_on_ci(monkeypatch):
+    from slurm_cluster import skip_or_fail
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the cluster tests"):
+        skip_or_fail("no slurmd")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        skip_or_fail("no slurmd")
