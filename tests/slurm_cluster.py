@@ -169,8 +169,11 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """SIGTERM then SIGKILL exactly the daemons this object started (slurmd first: it ends its job steps)."""
-        if "slurmd" in self.procs:
+        if "slurmd" in self.procs and self.procs["slurmd"].poll() is None:
             subprocess.run(["scancel", "--full", "-u", "root"], env=self.env, capture_output=True)
+            end = time.monotonic() + 20  # let slurmd's job steps end before slurmd does
+            while time.monotonic() < end and any(r["state"] in ("RUNNING", "COMPLETING") for r in self._rows()):
+                time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             p = self.procs.get(name)
             if p is None or p.poll() is not None:
@@ -188,23 +191,16 @@ class SlurmCluster:
                               check=check, **kw)
 
     def jobs(self) -> list[dict]:
-        """Jobs slurmctld knows (running and recently finished): id, array task, state, reason."""
-        p = self.run("squeue", "-h", "-t", "all", "-r", "-o", "%i|%T|%r|%j")
+        """Jobs slurmctld knows (running and recently finished): id (with _<array task>), state, reason."""
+        return self._rows(check=True)
+
+    def _rows(self, check: bool = False) -> list[dict]:
+        p = self.run("squeue", "-h", "-t", "all", "-r", "-o", "%i|%T|%r|%j", check=check)
         rows = []
         for line in p.stdout.splitlines():
             jid, state, reason, name = line.split("|")
             rows.append({"id": jid, "state": state, "reason": reason, "name": name})
         return rows
-
-    def wait_idle(self, timeout: float) -> list[dict]:
-        """Wait until no job is pending or running; return every job's final row."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            rows = self.jobs()
-            if not any(r["state"] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") for r in rows):
-                return rows
-            time.sleep(1)
-        raise AssertionError(f"jobs still queued after {timeout:.0f}s: {self.jobs()}\n{self.logs()}")
 
 
 @pytest.fixture(scope="session")

@@ -14,10 +14,14 @@ import time
 
 import pytest
 
+import slurm_cluster
+import test_executors
 from conftest import REPO, run_cli
-from slurm_cluster import slurm  # noqa: F401  (the fixture)
-from test_executors import decode_workers_used, local_run, same_outputs, write_pipeline  # noqa: F401
+from test_executors import decode_workers_used, same_outputs, write_pipeline
 from test_extract_resume import assert_same_store
+
+slurm = slurm_cluster.slurm  # the fixtures: a running test SLURM, and the local run to compare with
+local_run = test_executors.local_run
 
 pytestmark = pytest.mark.slurm
 FINAL_PENDING = ("DependencyNeverSatisfied",)
