@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # pip on this platform takes torch/torchvision from local files when these versions are pinned.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install sample clean-demo bench
+.PHONY: demo test install sample clean-demo bench system-deps
 
 $(BIN)/vtpipe: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ sample: install
 demo: sample
 	VTPIPE_QUIET=0 $(BIN)/vtpipe run configs/pipelines/sample.yaml
 
-test: install
+# A real SLURM (slurm-wlm, munge) for the cluster tests: apt-get as root, else a note of what to install.
+system-deps:
+	bash scripts/install_system_deps.sh
+
+test: install system-deps
 	$(BIN)/python -m pytest -q -ra tests
 
 # Side-by-side benchmarks at their default (few-minute) sizes; each prints ratios, none asserts.

@@ -115,7 +115,7 @@ def run(pipeline_yaml, output, executor, workers, scheduler, sets, overwrite, on
         run_dir = Path(output) if output else Path("outputs") / cfg["name"]
         shard_index, num_shards = _shard_defaults(shard_index, num_shards)
         click.echo(f"vtpipe run {cfg['name']}: stages {' -> '.join(cfg['stages'])}; output {run_dir}")
-        ex_obj = make_executor(cfg)
+        ex_obj = make_executor(cfg, log_dir=run_dir / "logs")
         try:
             reports = run_pipeline(cfg, run_dir, ex_obj, overwrite=overwrite, shard_index=shard_index,
                                    num_shards=num_shards, echo=click.echo, only=list(only) or None)
@@ -462,7 +462,9 @@ def evaluate(tasks, features, text_features, output, rerank, bank_text_features,
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Run directory [default: outputs/<name>].")
 @click.option("--scripts", type=click.Path(file_okay=False), help="Where to write the scripts [default: RUN/slurm].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override, passed on to every job.")
-def slurm(pipeline_yaml, output, scripts, sets):
+@click.option("--check", is_flag=True, help="Print what each stage's job asks for (array size, partition, cores, "
+                                            "memory, GPUs, time, environment) and write nothing.")
+def slurm(pipeline_yaml, output, scripts, sets, check):
     """Write SLURM array-job scripts, one per stage, and submit.sh that chains them.
 
     \b
@@ -470,28 +472,39 @@ def slurm(pipeline_yaml, output, scripts, sets):
     the next stage starts when every slice succeeded (afterok). A failed or killed slice is fixed by
     submitting the same script again: finished tasks are skipped. Cluster settings come from the
     `cluster:` section of the pipeline config (queue, account, walltime, cpu/gpu cores, memory, gpus,
-    env_setup, extra_directives).
+    env_setup, extra_directives); gpus "auto" asks for a GPU only where sinfo lists GPUs, and env_setup
+    unset activates the environment this vtpipe runs from.
     """
-    from pipeline.jobqueue import sbatch_script, submit_script
+    from pipeline.cluster_defaults import site_cluster_config
+    from pipeline.jobqueue import job_summary, sbatch_script, submit_script
     from pipeline.runner import plan_stage
 
     try:
         over = config_mod.parse_overrides(sets)
         cfg = config_mod.load_pipeline(pipeline_yaml, overrides=over)
+        cluster = site_cluster_config(cfg["cluster"], "slurm")
         run_dir = Path(output or Path("outputs") / cfg["name"]).resolve()
         out = Path(scripts) if scripts else run_dir / "slurm"
-        out.mkdir(parents=True, exist_ok=True)
-        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if not check:
+            out.mkdir(parents=True, exist_ok=True)
+            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         layout = Layout(run_dir)
         names = {}
+        click.echo(f"GPUs per model-stage job: {cluster['gpu']['gpus']} ({cluster['gpu']['gpus_reason']}); "
+                   f"environment: {'; '.join(cluster['env_setup']) or '(none)'}")
         for stage in cfg["stages"]:
             tasks = plan_stage(stage, cfg, layout)
             gpu = any(t.resources.get("GPU") for t in tasks)
-            text = sbatch_script(stage, len(tasks), Path(pipeline_yaml).resolve(), run_dir, cfg["cluster"],
-                                 list(sets), gpu, cfg["name"])
             names[stage] = f"{stage}.sbatch"
+            if check:
+                click.echo(f"{stage}: {job_summary(len(tasks), cluster, gpu)}")
+                continue
+            text = sbatch_script(stage, len(tasks), Path(pipeline_yaml).resolve(), run_dir, cluster,
+                                 list(sets), gpu, cfg["name"])
             (out / names[stage]).write_text(text)
-            click.echo(f"{out / names[stage]}: {len(tasks)} task(s){' on GPU' if gpu else ''}")
+            click.echo(f"{out / names[stage]}: {len(tasks)} task(s); {job_summary(len(tasks), cluster, gpu)}")
+        if check:
+            return
         sub = out / "submit.sh"
         sub.write_text(submit_script(cfg["stages"], names))
         sub.chmod(0o755)

@@ -123,10 +123,14 @@ DEFAULTS: dict[str, Any] = {
         "jobs": 4,  # most jobs per worker pool (dask-jobqueue scales between 0 and this)
         "max_array": 1000,  # most array tasks per stage (`vtpipe slurm`)
         "lifetime": None,  # workers leave after this (e.g. "3h50m"), before the walltime kills them mid-task
-        "env_setup": [],  # shell lines run before vtpipe in every job (module load, source .venv/bin/activate)
+        # shell lines run before vtpipe in every job (module load, source .venv/bin/activate);
+        # null: activate the environment this vtpipe runs from (pipeline/cluster_defaults.py)
+        "env_setup": None,
         "extra_directives": [],  # extra "#SBATCH ..." / "#PBS ..." lines, without the prefix
-        "cpu": {"cores": 4, "memory": "16GB", "queue": None},
-        "gpu": {"cores": 8, "memory": "64GB", "gpus": 1, "queue": None, "gpu_directive": "--gres=gpu:{gpus}"},
+        # Small defaults that fit most nodes; raise them for big models / many decode workers.
+        "cpu": {"cores": 1, "memory": "4GB", "queue": None},
+        # gpus: "auto" = 1 where sinfo lists GPUs on the partition, else 0 (no GPU directive); or an integer
+        "gpu": {"cores": 2, "memory": "8GB", "gpus": "auto", "queue": None, "gpu_directive": "--gres=gpu:{gpus}"},
     },
 }
 
@@ -156,7 +160,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # keys whose values may be of several types (path string or mapping, etc.)
 FREE_KEYS = {"dataset.options", "dataset.preset", "dataset.root", "dataset.splits_dir", "dataset.videos", "model.weights", "model.sampling", "input.videos", "dataset.captions", "dataset.train_captions",
              "dataset.train_split", "dataset.train_videos", "dataset.name", "executor.scheduler", "cluster.queue", "cluster.account",
-             "cluster.lifetime", "cluster.cpu.queue", "cluster.gpu.queue", "index.tune_queries"}
+             "cluster.lifetime", "cluster.cpu.queue", "cluster.gpu.queue", "cluster.gpu.gpus", "index.tune_queries"}
 PATH_KEYS = ["input.videos", "dataset.captions", "dataset.train_captions", "dataset.train_split", "dataset.train_videos",
              "index.tune_queries",
              "dataset.root", "dataset.splits_dir"]

@@ -80,16 +80,23 @@ class DaskExecutor:
 
     name = "dask"
 
-    def __init__(self, workers: int = 2, scheduler: str | None = None, retries: int = 2, cluster=None):
+    def __init__(self, workers: int = 2, scheduler: str | None = None, retries: int = 2, cluster=None,
+                 gpu_resources: bool | None = None):
         from dask.distributed import Client, LocalCluster
 
         self.retries = int(retries)
+        self.gpu_resources = gpu_resources  # None: ask the scheduler whether any worker offers a GPU
         self._own_cluster = None
         if cluster is not None:
             self.client = Client(cluster)
         elif scheduler:
             self.client = Client(scheduler)
         else:
+            import dask
+
+            # Non-daemonic worker processes, so extract's decode workers (a DataLoader's processes) may start
+            # inside them; the nanny reads this each time it (re)starts a worker, so it stays set.
+            dask.config.set({"distributed.worker.daemon": False})
             self._own_cluster = LocalCluster(n_workers=max(1, int(workers)), threads_per_worker=1,
                                              processes=True, dashboard_address=":0")
             self.client = Client(self._own_cluster)
@@ -102,11 +109,11 @@ class DaskExecutor:
     def map(self, run_task: Callable[[Task], Result], tasks: Sequence[Task], on_done=None) -> list[Outcome]:
         from dask.distributed import as_completed as dask_completed
 
-        has_gpu = self._gpu_workers() > 0
+        has_gpu = self._gpu_workers() > 0 if self.gpu_resources is None else self.gpu_resources
         futs = {}
         for i, t in enumerate(tasks):
             res = {k: v for k, v in t.resources.items() if k != "GPU" or has_gpu}
-            if t.resources.get("GPU") and not has_gpu:
+            if t.resources.get("GPU") and not has_gpu and self.gpu_resources is None:
                 warnings.warn(f"{t.key}: no dask worker offers a GPU resource; running on a CPU worker")
             fut = self.client.submit(execute, run_task, t, key=f"{t.stage}-{t.id}-{t.fingerprint}",
                                      resources=res or None, retries=self.retries, pure=False)
@@ -133,9 +140,13 @@ class JobqueueExecutor:
     each a batch-job cluster that scales between 0 and cluster.jobs jobs while it has work."""
 
     def __init__(self, scheduler_kind: str, cluster_cfg: dict, retries: int = 2, log_dir=None):
+        from pipeline.cluster_defaults import site_cluster_config
+
         self.name = scheduler_kind
         self.scheduler_kind = scheduler_kind
-        self.cluster_cfg = cluster_cfg
+        self.cluster_cfg = site_cluster_config(cluster_cfg, scheduler_kind)
+        gpu = self.cluster_cfg["gpu"]
+        log.info("%s executor: %d GPU(s) per model-stage job (%s)", scheduler_kind, gpu["gpus"], gpu["gpus_reason"])
         self.retries = retries
         self.log_dir = log_dir
         self._pools: dict[str, DaskExecutor] = {}
@@ -146,7 +157,8 @@ class JobqueueExecutor:
 
             cluster = jobqueue_cluster(self.scheduler_kind, self.cluster_cfg, kind, self.log_dir)
             cluster.adapt(minimum=0, maximum=int(self.cluster_cfg["jobs"]))
-            self._pools[kind] = DaskExecutor(cluster=cluster, retries=self.retries)
+            gpus = kind == "gpu" and int(self.cluster_cfg["gpu"]["gpus"]) > 0
+            self._pools[kind] = DaskExecutor(cluster=cluster, retries=self.retries, gpu_resources=gpus)
             self._pools[kind]._own_cluster = cluster
         return self._pools[kind]
 
@@ -159,10 +171,11 @@ class JobqueueExecutor:
             p.close()
 
 
-def make_executor(cfg: dict):
+def make_executor(cfg: dict, log_dir=None):
+    """The configured executor; `log_dir`: where batch-job workers write their logs (slurm/pbs)."""
     ex = cfg["executor"]
     if ex["kind"] == "local":
         return LocalExecutor(ex["workers"])
     if ex["kind"] == "dask":
         return DaskExecutor(workers=max(1, ex["workers"]), scheduler=ex["scheduler"], retries=ex["retries"])
-    return JobqueueExecutor(ex["kind"], cfg["cluster"], retries=ex["retries"])
+    return JobqueueExecutor(ex["kind"], cfg["cluster"], retries=ex["retries"], log_dir=log_dir)

@@ -1,8 +1,9 @@
 """Batch clusters: dask-jobqueue worker pools (slurm/pbs executors) and ready-to-submit SLURM array scripts.
 
 Two pools per run: `gpu` jobs for model stages (GPU tasks carry resources={"GPU": 1}; their workers start
-with `--resources GPU=<n>` and the site's GPU directive, `--gres=gpu:<n>` by default) and `cpu` jobs for
-compress, concat, index and evaluate. Workers get `--lifetime` so they leave before the walltime instead
+with `--resources GPU=<n>` and the site's GPU directive, `--gres=gpu:<n>` by default; with gpus 0 neither,
+and the model stages run on the CPU) and `cpu` jobs for compress, concat, index and evaluate. Workers run
+non-daemonic (DASK_DISTRIBUTED__WORKER__DAEMON=False) so extract can start its decode processes. Workers get `--lifetime` so they leave before the walltime instead
 of being killed in the middle of a task.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from pipeline.cluster_defaults import site_cluster_config
 from stages.errors import ConfigError
 
 
@@ -20,21 +22,29 @@ def _pool(cluster_cfg: dict, kind: str) -> dict:
     return {**pool, "queue": queue}
 
 
+def pool_gpus(cluster_cfg: dict, pool: str) -> int:
+    """GPUs per job of the pool (after site_cluster_config: an integer)."""
+    return int(cluster_cfg["gpu"]["gpus"]) if pool == "gpu" else 0
+
+
 def jobqueue_cluster(scheduler_kind: str, cluster_cfg: dict, pool: str, log_dir: Path | None = None):
     """A dask-jobqueue SLURMCluster/PBSCluster for the `cpu` or `gpu` pool (no job is submitted until it
-    scales)."""
+    scales). `cluster_cfg` is the config's `cluster` section; env_setup / gpus are resolved here."""
     try:
         import dask_jobqueue
     except ImportError as e:  # declared in setup.cfg, but say what to do if a site install lacks it
         raise ConfigError("the slurm/pbs executors need dask-jobqueue: pip install dask-jobqueue") from e
+    cluster_cfg = site_cluster_config(cluster_cfg, scheduler_kind)
     p = _pool(cluster_cfg, pool)
+    gpus = pool_gpus(cluster_cfg, pool)
     worker_args = []
-    prologue = list(cluster_cfg["env_setup"])
+    # Non-daemonic dask worker processes, so extract's decode workers may start inside them.
+    prologue = list(cluster_cfg["env_setup"]) + ["export DASK_DISTRIBUTED__WORKER__DAEMON=False"]
     directives = list(cluster_cfg["extra_directives"])
-    if pool == "gpu":
-        worker_args += ["--resources", f"GPU={int(p['gpus'])}"]
+    if gpus:
+        worker_args += ["--resources", f"GPU={gpus}"]
         if scheduler_kind == "slurm":
-            directives.append(p["gpu_directive"].format(gpus=int(p["gpus"])))
+            directives.append(p["gpu_directive"].format(gpus=gpus))
     if cluster_cfg["lifetime"]:
         worker_args += ["--lifetime", str(cluster_cfg["lifetime"]), "--lifetime-stagger", "2m"]
     common = dict(
@@ -52,8 +62,8 @@ def jobqueue_cluster(scheduler_kind: str, cluster_cfg: dict, pool: str, log_dir:
     if scheduler_kind == "slurm":
         return dask_jobqueue.SLURMCluster(job_extra_directives=directives, **common)
     if scheduler_kind == "pbs":
-        if pool == "gpu":
-            common["resource_spec"] = f"select=1:ncpus={int(p['cores'])}:ngpus={int(p['gpus'])}:mem={p['memory']}"
+        if gpus:
+            common["resource_spec"] = f"select=1:ncpus={int(p['cores'])}:ngpus={gpus}:mem={p['memory']}"
         return dask_jobqueue.PBSCluster(job_extra_directives=directives, **common)
     raise ConfigError(f"unknown batch scheduler {scheduler_kind!r}; use slurm or pbs")
 
@@ -69,8 +79,10 @@ def sbatch_script(
     gpu: bool,
     name: str,
 ) -> str:
-    """One stage as a SLURM array job: array task i runs slice i of the stage's plan."""
+    """One stage as a SLURM array job: array task i runs slice i of the stage's plan. `cluster_cfg` as
+    site_cluster_config returns it."""
     p = _pool(cluster_cfg, "gpu" if gpu else "cpu")
+    gpus = pool_gpus(cluster_cfg, "gpu" if gpu else "cpu")
     slices = max(1, min(n_tasks, int(cluster_cfg["max_array"])))
     lines = ["#!/bin/bash", f"#SBATCH --job-name=vtpipe-{name}-{stage}", f"#SBATCH --array=0-{slices - 1}"]
     if p["queue"]:
@@ -83,8 +95,8 @@ def sbatch_script(
         f"#SBATCH --cpus-per-task={int(p['cores'])}",
         f"#SBATCH --mem={_slurm_mem(str(p['memory']))}",
     ]
-    if gpu:
-        lines.append(f"#SBATCH {p['gpu_directive'].format(gpus=int(p['gpus']))}")
+    if gpus:
+        lines.append(f"#SBATCH {p['gpu_directive'].format(gpus=gpus)}")
     lines.append(f"#SBATCH --output={run_dir}/logs/%x-%A_%a.out")
     lines += [f"#SBATCH {d}" for d in cluster_cfg["extra_directives"]]
     lines += ["", "set -euo pipefail"]
@@ -95,6 +107,21 @@ def sbatch_script(
     lines.append(" ".join(shlex.quote(c) for c in cmd)
                  + f' --shard-index "$SLURM_ARRAY_TASK_ID" --num-shards {slices}')
     return "\n".join(lines) + "\n"
+
+
+def job_summary(n_tasks: int, cluster_cfg: dict, gpu: bool) -> str:
+    """What one stage's array job asks for, in words (`vtpipe slurm --check`)."""
+    kind = "gpu" if gpu else "cpu"
+    p = _pool(cluster_cfg, kind)
+    slices = max(1, min(n_tasks, int(cluster_cfg["max_array"])))
+    gpus = pool_gpus(cluster_cfg, kind)
+    ask = [f"array 0-{slices - 1} ({n_tasks} task(s))", f"partition {p['queue'] or '(default)'}",
+           f"{int(p['cores'])} core(s)", f"memory {_slurm_mem(str(p['memory']))}",
+           f"GPU: {p['gpu_directive'].format(gpus=gpus)}" if gpus else "no GPU",
+           f"time {cluster_cfg['walltime']}"]
+    if cluster_cfg["account"]:
+        ask.append(f"account {cluster_cfg['account']}")
+    return ", ".join(ask)
 
 
 def _slurm_mem(memory: str) -> str:

@@ -13,6 +13,8 @@ deterministic. A video that fails to decode is reported through on_failure and t
 from __future__ import annotations
 
 import functools
+import logging
+import multiprocessing
 import os
 import time
 from collections import deque
@@ -28,6 +30,8 @@ from stages.faults import fault_point
 from stages.video.decode import read_video
 from stages.video.errors import VideoError, VideoInterrupted
 from stages.video.sampling import make_policy
+
+log = logging.getLogger("vtpipe.engine")
 
 # Test-only fault hook: set VTPIPE_TEST_CORRUPT to one of these to corrupt decoded frames on purpose, so the
 # end-to-end oracle test can prove that it fails when a stage damages the signal. Never set in real runs.
@@ -93,6 +97,22 @@ class _VideoDataset(Dataset):
         return DecodedUnits(vid, units, times, mask, num_frames=n_frames)
 
 
+def usable_decode_workers(requested: int) -> int:
+    """The decode workers this process can start: `requested`, or 0 inside a daemonic process.
+
+    A daemonic process may not have children (multiprocessing refuses), and dask's nanny starts its worker
+    processes daemonic unless `distributed.worker.daemon` is False. The clusters vtpipe starts itself turn
+    that off; on a user's own dask workers that leave it on, decoding runs in the task's own process instead
+    (same output, slower), with a warning that says how to turn it off."""
+    requested = max(0, int(requested))
+    if requested and multiprocessing.current_process().daemon:
+        log.warning("this process is daemonic (a dask worker started with distributed.worker.daemon=True), so it "
+                    "cannot start %d decode worker(s): decoding in the task's process instead. Start the dask "
+                    "workers with DASK_DISTRIBUTED__WORKER__DAEMON=False to decode in parallel.", requested)
+        return 0
+    return requested
+
+
 def _identity(x):
     return x
 
@@ -140,8 +160,10 @@ def run_engine(
     """Encode `videos` ((id, path) pairs, or (id, path, {policy overrides}) for segments); call
     on_video(id, unit_feats, times, mask, pooled) in input order.
 
-    Returns throughput counters: videos, frames, units, batches, seconds.
+    Returns throughput counters: videos, frames, units, batches, seconds, and decode_workers (the number
+    really used: 0 in a daemonic process, see usable_decode_workers).
     """
+    decode_workers = usable_decode_workers(decode_workers)
     dataset = _VideoDataset(videos, policy_spec, model.preprocess(), unit=model.unit, fast_resize=fast_resize,
                             decode_device=decode_device)
     loader = DataLoader(
@@ -157,7 +179,7 @@ def run_engine(
     pending: deque[_Pending] = deque()  # videos whose units are not all encoded yet, in input order
     queue: deque[tuple[_Pending, int]] = deque()  # (video, first unit not yet batched)
     queued_units = 0
-    stats = {"videos": 0, "frames": 0, "units": 0, "batches": 0, "failed": 0}
+    stats = {"videos": 0, "frames": 0, "units": 0, "batches": 0, "failed": 0, "decode_workers": decode_workers}
     t0 = time.perf_counter()
 
     def encode(n: int) -> None:

@@ -245,6 +245,7 @@ def _run_videos(task: Task) -> Result:
     counts = {"videos": len(videos), "written": written, "failed": len(failures),
               "frames": int(stats["frames"]), "units": int(stats["units"]), "batches": int(stats["batches"])}
     info = {"device": device, "random_weights": bool(getattr(model, "random_weights", False)),
+            "decode_workers": int(stats["decode_workers"]),
             "videos_per_s": round(written / max(secs, 1e-9), 3), "frames_per_s": round(stats["frames"] / max(secs, 1e-9), 2)}
     return Result(task.id, outputs={"shard": p["out"]}, counts=counts, failures=failures, info=info, seconds=secs)
 

@@ -10,6 +10,8 @@ Test knobs (all optional, read at each call):
   exactly that moment; STOP freezes the process there, e.g. while it holds the run lock). With the suffix
   ":group" (e.g. "INT:group") it goes to the whole process group, like Ctrl-C in a terminal (ffmpeg and
   decode workers get it too).
+- VTPIPE_FAULT_DELAY="<point>:<seconds>": sleep that long every time the point is reached (a slowed task, so
+  a test can cancel a job mid-task or run it past its walltime).
 - VTPIPE_FAULT_TRACE=<file>: append the name of every point reached to <file>, one a line, so a test can
   count a clean run's points and choose kill points among those really reached.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 _counts: dict[str, int] = {}
 _lock = threading.Lock()  # compress reaches points from several threads
@@ -41,6 +44,9 @@ def fault_point(name: str) -> None:
     trace = os.environ.get("VTPIPE_FAULT_TRACE")
     if trace:
         _trace(trace, name)
+    delay = os.environ.get("VTPIPE_FAULT_DELAY")
+    if delay and delay.partition(":")[0] == name:
+        time.sleep(float(delay.partition(":")[2] or 1))
     spec = os.environ.get("VTPIPE_FAULT")
     if not spec:
         return

@@ -70,7 +70,9 @@ class Preprocess:
             mean = torch.tensor(self.mean).view(1, 3, 1, 1)
             std = torch.tensor(self.std).view(1, 3, 1, 1)
             x = (x - mean) / std
-        out = x.numpy().astype(np.float32, copy=False)
+        # C order always: the permute above leaves x channels-last, and a model's conv takes another code path
+        # (other float roundings) on such input than on the C-ordered copy a decode worker's pickling makes
+        out = np.ascontiguousarray(x.numpy(), dtype=np.float32)
         if clip_len is not None:
             u = frames.shape[0]
             out = out.reshape(u, clip_len, 3, out.shape[-2], out.shape[-1]).transpose(0, 2, 1, 3, 4)
