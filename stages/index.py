@@ -129,6 +129,7 @@ def build_from_store(features: str | Path, out_dir: str | Path, index: str = "au
                              k=k, seed=seed, batch=batch, device=device, where=where,
                              queries=None if queries is None else queries[1])
         ids = src.ids()
+        ids = [ids[int(r)] for r in fx.index_order(len(ids), infos)]  # held-out rows were added last
         infos.update({
             "model": store.model,
             "level": level,

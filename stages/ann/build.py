@@ -22,7 +22,7 @@ from stages.ann import gpu
 from stages.ann.budget import parse_memory
 from stages.ann.candidates import FLAT_MAX, candidates
 from stages.ann.choose import TRIAL_QUERIES, TRIAL_SIZE, choose, train_points
-from stages.ann.measure import ExactTopK, HeldOut, drop_self
+from stages.ann.measure import ExactTopK, HeldOut
 from stages.ann.params import is_hnsw, last_line, set_build_params
 from stages.ann.tune import tune
 from stages.ann.vectors import VectorSource, check_metric, collect, prepare
@@ -59,23 +59,30 @@ def _make(d: int, factory: str, metric_code: int, build_params: dict) -> faiss.I
 
 
 def _populate(index: faiss.Index, train: np.ndarray, source: VectorSource, metric: str, batch: int,
-              exact: ExactTopK, where: str) -> dict[str, float]:
+              exact: ExactTopK, where: str, later: np.ndarray) -> dict[str, float]:
+    """Train, then add every row but the sorted rows `later` (the held-out queries, added after tuning)."""
     t0 = time.perf_counter()
     if not index.is_trained:
         index.train(train)
     t1 = time.perf_counter()
-    a = 0
+    a = added = 0
     exact.seconds = 0.0
     for block in source.blocks(batch):
+        b = a + len(block)
         block = prepare(block, metric, where, first_row=a)
+        lo, hi = np.searchsorted(later, [a, b])
+        if hi > lo:
+            keep = np.ones(len(block), dtype=bool)
+            keep[later[lo:hi] - a] = False
+            block = block[keep]
         index.add(block)
-        exact.add(block, a)
-        a += len(block)
+        exact.add(block, added)
+        a, added = b, added + len(block)
     t2 = time.perf_counter()
     return {"train_seconds": round(t1 - t0, 3), "add_seconds": round(t2 - t1 - exact.seconds, 3)}
 
 
-def _fill(factory: str, make, train, source, metric, batch, queries, exact_k, where, device, gpus):
+def _fill(factory: str, make, train, source, metric, batch, queries, exact_k, where, device, gpus, later):
     """Train and fill, on GPU when asked and possible; (index on CPU, timings, exact, used, fallback)."""
     cpu_index = make()
     used, fallback = "cpu", None
@@ -85,7 +92,7 @@ def _fill(factory: str, make, train, source, metric, batch, queries, exact_k, wh
         exact = ExactTopK(queries, exact_k, metric)
         try:
             gindex = gpu.to_gpu(cpu_index)
-            timings = _populate(gindex, train, source, metric, batch, exact, where)
+            timings = _populate(gindex, train, source, metric, batch, exact, where, later)
             t_conv = time.perf_counter()
             index = gpu.to_cpu(gindex)
             timings["gpu_to_cpu_seconds"] = round(time.perf_counter() - t_conv, 3)
@@ -97,7 +104,7 @@ def _fill(factory: str, make, train, source, metric, batch, queries, exact_k, wh
             cpu_index = make()
     exact = ExactTopK(queries, exact_k, metric)
     try:
-        timings = _populate(cpu_index, train, source, metric, batch, exact, where)
+        timings = _populate(cpu_index, train, source, metric, batch, exact, where, later)
     except RuntimeError as e:  # e.g. "IDMap,Flat" wants explicit ids; vtpipe keeps ids in ids.json
         raise VtpipeError(f"FAISS could not train/fill index {factory!r}: {last_line(e)}") from e
     return cpu_index, timings, exact, used, fallback
@@ -150,7 +157,7 @@ def build(
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     own_queries = queries is None
-    nq = min(n - 1, n_tune + n_eval) if own_queries and n > 1 else 0
+    nq = min(n // 4, n_tune + n_eval) if own_queries else 0  # 3/4 of the rows at least stay in the index
     q_all = perm[:nq]
     rest = perm[nq:]
     n_trial_q = sum(TRIAL_QUERIES) if trialling else 0
@@ -180,7 +187,7 @@ def build(
 
     if own_queries:
         queries = rows(q_all)
-        query_source = "gallery rows, each query's own row excluded"
+        query_source = "gallery rows, held out of the index while tuning and measuring"
     else:
         queries = np.asarray(queries)
         if queries.ndim != 2 or queries.shape[1] != d:
@@ -192,26 +199,32 @@ def build(
     probe = _make(d, factory, fmetric, build_params)
     train = rows(np.sort(train_rows[: train_size(probe, n)]))
     del got, probe
-    kk = min(k, n - 1) if n > 1 and own_queries else min(k, n)
+    later = np.sort(q_all) if own_queries else np.zeros(0, dtype=np.int64)
+    kk = min(k, n - len(later))
 
     # pass 2: train and add (on GPU when there is one), exact neighbours of the queries alongside
     index, timings, exact, used, fallback = _fill(
         factory, lambda: _make(d, factory, fmetric, build_params), train, source, metric, batch, queries,
-        min(kk + 1, n), where, device, gpus)
+        kk, where, device, gpus, later)
     del train
-    if index.ntotal != n:
-        raise VtpipeError(f"{where}: index holds {index.ntotal} vectors, expected {n}")
+    if index.ntotal != n - len(later):
+        raise VtpipeError(f"{where}: index holds {index.ntotal} vectors, expected {n - len(later)}")
 
-    # tuning and measurement on disjoint held-out queries (self matches removed)
-    truth = drop_self(exact.I, q_all, kk)
-    split = int(round(len(q_all) * n_tune / (n_tune + n_eval))) if len(q_all) > 1 else 0
-    tune_set = HeldOut(queries[:split], q_all[:split], truth[:split])
-    eval_set = HeldOut(queries[split:], q_all[split:], truth[split:])
+    # tuning and measurement on disjoint held-out queries, which are not in the index yet: a graph index
+    # would otherwise find each query's own node and, through its links, its neighbours (too easy)
+    none = np.full(len(queries), -1, dtype=np.int64)
+    split = int(round(len(queries) * n_tune / (n_tune + n_eval))) if len(queries) > 1 else 0
+    tune_set = HeldOut(queries[:split], none[:split], exact.I[:split])
+    eval_set = HeldOut(queries[split:], none[split:], exact.I[split:])
     t_tune = time.perf_counter()
     params, curve, reached = tune(index, tune_set, kk, target_recall)
     tune_seconds = time.perf_counter() - t_tune
     ev = eval_set.evaluate(index, kk)
-    exact_qps = len(q_all) / max(exact.seconds, 1e-9)
+    exact_qps = len(queries) / max(exact.seconds, 1e-9)
+    if len(later):  # the held-out rows join the index last: index row i is source row index_order(...)[i]
+        index.add(queries[np.argsort(q_all, kind="stable")])
+    if index.ntotal != n:
+        raise VtpipeError(f"{where}: index holds {index.ntotal} vectors, expected {n}")
     infos.update({
         "factory": factory,
         "index_type": type(faiss.downcast_index(index)).__name__,
@@ -224,6 +237,7 @@ def build(
         "target_reached": reached,
         "tuning_curve": curve,
         "query_source": query_source,
+        "rows_added_last": [int(r) for r in later],
         "tuning_queries": int(len(tune_set.q)),
         "recall_queries": int(len(eval_set.q)),
         "recall_k": kk,
@@ -245,6 +259,16 @@ def build(
     if kk != k:  # fewer than k+1 vectors: recall is measured at the largest possible k
         infos[f"recall_at_{k}"] = infos[f"recall_at_{kk}"]
     return index, infos
+
+
+def index_order(n: int, infos: dict[str, Any]) -> np.ndarray:
+    """Source row of each index row: the rows held out for tuning were added last (infos "rows_added_last")."""
+    last = np.asarray(infos.get("rows_added_last", []), dtype=np.int64)
+    if not len(last):
+        return np.arange(n)
+    keep = np.ones(n, dtype=bool)
+    keep[last] = False
+    return np.concatenate([np.flatnonzero(keep), last])
 
 
 def add_vectors(index: faiss.Index, source: VectorSource, metric: str, batch: int = 65536,

@@ -14,7 +14,11 @@ def num_gpus() -> int:
 
 def to_gpu(index: faiss.Index) -> faiss.Index:
     """Clone a CPU index onto every GPU (replicas). Raises where FAISS has no GPU version (or no GPU support)."""
-    if num_gpus() == 0:
+    try:
+        seen = int(faiss.get_num_gpus())
+    except Exception:
+        seen = 0
+    if seen == 0:  # asked FAISS itself: cloning onto no GPU would give an empty replica set
         raise RuntimeError("FAISS sees no GPU (a CPU-only faiss build, or no CUDA device visible)")
     co = faiss.GpuMultipleClonerOptions()
     ivf = faiss.try_extract_index_ivf(index)
