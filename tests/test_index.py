@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from stages import faiss_index as fx
+from stages import index as index_stage
 from stages.ann import build as build_mod
 from stages.ann import choose as choose_mod
 from stages.ann import gpu as gpu_mod
-from stages import index as index_stage
 from stages.errors import VtpipeError
 from stages.store import VideoStoreWriter
 

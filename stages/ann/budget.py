@@ -16,7 +16,7 @@ def parse_memory(text: str | int) -> int:
         if text <= 0:
             raise VtpipeError(f"memory budget must be positive, got {text}")
         return int(text)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.I)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
     if not m or float(m.group(1)) <= 0:
         raise VtpipeError(f"cannot read memory size {text!r}; write it like 512M or 4G")
     mult = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2).upper()]

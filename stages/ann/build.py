@@ -198,7 +198,7 @@ def build(
         query_source = "external"
     probe = _make(d, factory, fmetric, build_params)
     train = rows(np.sort(train_rows[: train_size(probe, n)]))
-    del got, probe
+    got = probe = None  # the sample is no longer needed
     later = np.sort(q_all) if own_queries else np.zeros(0, dtype=np.int64)
     kk = min(k, n - len(later))
 
@@ -238,8 +238,8 @@ def build(
         "tuning_curve": curve,
         "query_source": query_source,
         "rows_added_last": [int(r) for r in later],
-        "tuning_queries": int(len(tune_set.q)),
-        "recall_queries": int(len(eval_set.q)),
+        "tuning_queries": len(tune_set.q),
+        "recall_queries": len(eval_set.q),
         "recall_k": kk,
         "recall_at_1": round(ev["recall_at_1"], 4),
         f"recall_at_{kk}": round(ev[f"recall_at_{kk}"], 4),

@@ -79,7 +79,7 @@ def candidates(n: int, d: int, max_memory: int | str, flat_max: int = FLAT_MAX
         Candidate(f"HNSW{HNSW_M}", "hnsw", hnsw_bytes(n, d, HNSW_M), build_params=fast,
                   note="graph over the raw vectors, quicker build"),
         Candidate("IVF{nlist},Flat", "ivf", ivf_bytes(n, d, nlist, 4 * d), nlist, note="inverted lists, raw vectors"),
-        Candidate("IVF{nlist},PQ%dx4fs,RFlat" % pq_m, "ivf", ivf_bytes(n, d, nlist, pq_m // 2) + raw, nlist,
+        Candidate(f"IVF{{nlist}},PQ{pq_m}x4fs,RFlat", "ivf", ivf_bytes(n, d, nlist, pq_m // 2) + raw, nlist,
                   note="fast-scan PQ codes, re-ranked with the raw vectors"),
     ]
     if n >= IVF_HNSW_MIN:

@@ -133,8 +133,8 @@ def choose(cands: list[Candidate], sample: np.ndarray, queries: np.ndarray, metr
         reason = f"no candidate reached recall@{kk} {target} on the sample; the most accurate"
     for i, t in enumerate(trials):
         t["chosen"] = i == win
-    record = {"reason": reason, "trials": trials, "trial_vectors": int(len(sample)),
-              "trial_queries": [int(len(tune_set.q)), int(len(eval_set.q))],
+    record = {"reason": reason, "trials": trials, "trial_vectors": len(sample),
+              "trial_queries": [len(tune_set.q), len(eval_set.q)],
               "trial_exact_queries_per_s": round(exact_qps, 1),
               "predicted_exact_queries_per_s": round(exact_full, 1), "build_budget_s": build_budget_s,
               "trial_seconds": round(time.perf_counter() - t_start, 3),

@@ -8,7 +8,7 @@ import faiss
 def num_gpus() -> int:
     try:
         return int(faiss.get_num_gpus())
-    except Exception:  # a CPU-only faiss build
+    except (RuntimeError, AttributeError):  # a CPU-only faiss build
         return 0
 
 
@@ -16,7 +16,7 @@ def to_gpu(index: faiss.Index) -> faiss.Index:
     """Clone a CPU index onto every GPU (replicas). Raises where FAISS has no GPU version (or no GPU support)."""
     try:
         seen = int(faiss.get_num_gpus())
-    except Exception:
+    except (RuntimeError, AttributeError):
         seen = 0
     if seen == 0:  # asked FAISS itself: cloning onto no GPU would give an empty replica set
         raise RuntimeError("FAISS sees no GPU (a CPU-only faiss build, or no CUDA device visible)")
