@@ -284,8 +284,8 @@ def _weight_files(model: str, weights: str | None, files: tuple[str, ...]):
                    "up; two videos with one stem are refused) or path (the whole id; '/' makes nested groups).")
 def concat(shards_dir, output, layout, locvtp_ids):
     """Merge the shards of SHARDS_DIR (found from its manifests) into one feature store."""
-    from stages import concat as concat_stage
     from pipeline.runner import run_stage
+    from stages import concat as concat_stage
 
     try:
         out = Path(output)
@@ -304,7 +304,8 @@ def concat(shards_dir, output, layout, locvtp_ids):
 @click.option("--features", required=True, type=click.Path(exists=True, dir_okay=False), help="A video STORE.h5.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the index.")
 @click.option("--index", "index_kind", default="auto", show_default=True,
-              help="auto (chosen from size and --max-memory) or any FAISS factory string, e.g. IVF1024,Flat.")
+              help="auto (candidates trialled on a sample of the data, within --max-memory) or any FAISS factory "
+                   "string, e.g. IVF1024,Flat.")
 @click.option("--max-memory", default="4G", show_default=True, help="Memory budget for the index.")
 @click.option("--metric", type=click.Choice(["ip", "l2"]), default="ip", show_default=True,
               help="ip: inner product on L2-normalised vectors (cosine).")
@@ -312,18 +313,20 @@ def concat(shards_dir, output, layout, locvtp_ids):
               help="video: one vector per video; unit: one per frame/clip, with a (video, time) id map.")
 @click.option("--target-recall", type=float, default=0.95, show_default=True,
               help="recall@10 vs exact search that the search parameters (nprobe, efSearch) are tuned for.")
+@click.option("--build-budget", type=float, default=None,
+              help="auto only: seconds a candidate's predicted build may take (default: no limit).")
 @click.option("--tune-queries", type=click.Path(exists=True, dir_okay=False),
               help="Caption store of the same model to tune and measure with (text-to-video queries); "
                    "default: the gallery's own vectors.")
-def index(features, output, index_kind, max_memory, metric, level, target_recall, tune_queries):
+def index(features, output, index_kind, max_memory, metric, level, target_recall, build_budget, tune_queries):
     """Build a FAISS index over a feature store; writes video.faiss, ids.json and index_infos.json."""
-    from stages import index as index_stage
     from pipeline.runner import run_stage
+    from stages import index as index_stage
 
     try:
         cfg = config_mod.resolve({"stages": ["index"], "index": {
             "index": index_kind, "max_memory": max_memory, "metric": metric, "level": level,
-            "target_recall": float(target_recall),
+            "target_recall": float(target_recall), "build_budget": build_budget,
             "tune_queries": str(Path(tune_queries).resolve()) if tune_queries else None}})
         lay = Layout.custom(output, index_dir=output)
         with run_lock(Path(output)):
@@ -418,9 +421,9 @@ def evaluate(tasks, features, text_features, output, rerank, bank_text_features,
     vtpipe evaluate --task t2v --features clip.h5 --rerank sk-norm --bank-text-features clip.bank.text.h5 -o eval/
     vtpipe evaluate --task linear-probe --features s3d.h5 --set dataset.preset=ucf101 --set dataset.root=/data/ucf -o eval/
     """
+    from pipeline.runner import run_stage
     from stages import evaluate as eval_stage
     from stages.store import VideoStore
-    from pipeline.runner import run_stage
 
     try:
         feats = Path(features).resolve()

@@ -8,8 +8,9 @@ Relative paths in a pipeline YAML are resolved against the YAML file's folder.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -87,6 +88,7 @@ DEFAULTS: dict[str, Any] = {
         "target_recall": 0.95,  # recall@k vs exact search that nprobe/efSearch are tuned for
         "k": 10,
         "tune_queries": None,  # a caption store of the same model to tune with (default: gallery rows)
+        "build_budget": None,  # seconds the auto choice lets a candidate's predicted build take (None: no limit)
     },
     "evaluate": {
         "tasks": ["t2v", "v2t"],

@@ -13,8 +13,9 @@ is set (zero-padding units are left out).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,7 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None) -> list[Task]:
         "target_recall": float(ix.get("target_recall", fx.DEFAULT_TARGET_RECALL)),
         "k": int(ix.get("k", 10)),
         "tune_queries": ix.get("tune_queries"),
+        "build_budget": ix.get("build_budget"),
         "out_dir": str(layout.index_dir(model)),
     }
     name = _store_model(feats) or model  # `vtpipe index --features X` names the task after X's model
@@ -107,11 +109,13 @@ def _open_store(path: str | Path) -> VideoStore:
 def build_from_store(features: str | Path, out_dir: str | Path, index: str = "auto", metric: str = "ip",
                      level: str = "video", max_memory: str | int = "4G",
                      target_recall: float = fx.DEFAULT_TARGET_RECALL, k: int = 10, batch: int = 65536,
-                     device: str = "auto", seed: int = 0, tune_queries: str | Path | None = None) -> dict[str, Any]:
+                     device: str = "auto", seed: int = 0, tune_queries: str | Path | None = None,
+                     build_budget: float | None = None) -> dict[str, Any]:
     """Build an index folder from a feature store; returns index_infos (also written to the folder).
 
     tune_queries: a caption (text) store of the same model whose vectors tune and measure the index
-    (text-to-video queries); default: the store's own vectors, self excluded.
+    (text-to-video queries); default: rows of the store, held out of the index until tuned.
+    build_budget: seconds the automatic choice lets a candidate's predicted build take (None: no limit).
     """
     t0 = time.perf_counter()
     queries = _text_queries(tune_queries) if tune_queries else None
@@ -127,8 +131,9 @@ def build_from_store(features: str | Path, out_dir: str | Path, index: str = "au
                               f"{store.model!r}")
         ix, infos = fx.build(src, factory=index, metric=metric, max_memory=max_memory, target_recall=target_recall,
                              k=k, seed=seed, batch=batch, device=device, where=where,
-                             queries=None if queries is None else queries[1])
+                             queries=None if queries is None else queries[1], build_budget_s=build_budget)
         ids = src.ids()
+        ids = [ids[int(r)] for r in fx.index_order(len(ids), infos)]  # held-out rows were added last
         infos.update({
             "model": store.model,
             "level": level,
@@ -156,7 +161,8 @@ def run_task(task: Task) -> Result:
     out_dir = Path(p["out_dir"])
     infos = build_from_store(p["features"], out_dir, index=p["index"], metric=p["metric"], level=p["level"],
                              max_memory=p["max_memory"], target_recall=p.get("target_recall", 0.95),
-                             k=p.get("k", 10), tune_queries=p.get("tune_queries"))
+                             k=p.get("k", 10), tune_queries=p.get("tune_queries"),
+                             build_budget=p.get("build_budget"))
     summary = {key: infos.get(key) for key in (
         "factory", "device", "vectors", "dim", "search_params", "recall_at_1", "recall_at_10", "queries_per_s",
         "exact_queries_per_s", "size_bytes", "build_seconds", "target_reached")}
