@@ -37,7 +37,7 @@ example com email someone org tabs newlines mixed non breaking em line separator
 precomposed hindi arabic thai case words all caps shouting unknown ##word leading trailing very long word end
 un ##believ ##ably ##able believe cafe creme brulee naive resume facade foo bar padding lowercase literal
 emoji zwj mix ##ed english full ##width abc strasse istanbul 3 14 1 000 42 ##nd odos sofos play ##ing
-##s ##er ##est ##ly ##tion""".split()
+##s ##er ##est ##ly ##tion""".split()  # noqa: SIM905
 LEFT_OUT = ("THAI", "HANGUL", "HIRAGANA")  # whole scripts without characters in the vocab -> [UNK]
 
 

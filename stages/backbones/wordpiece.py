@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -85,7 +85,7 @@ class WordPieceTokenizer:
         self._tok = tok
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **kw) -> "WordPieceTokenizer":
+    def from_file(cls, path: str | os.PathLike, **kw) -> WordPieceTokenizer:
         try:
             with open(path, encoding="utf-8") as f:
                 tokens = [line.rstrip("\n").rstrip("\r") for line in f]
