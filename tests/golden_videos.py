@@ -78,3 +78,26 @@ def make_videos(out_dir: Path, names=None) -> dict[str, Path]:
         encode_frames(p, frames, fps or "30", segments=segments, crf=10, gop=48, extra=["-threads", "1"])
         paths[name] = p
     return paths
+
+
+def s3d_signal_weights(seed: int, space_to_depth: bool = False) -> dict:
+    """Seeded S3D-G weights (release key layout) that carry the input through to the embedding: He-scaled
+    convolutions, identity BatchNorm, gates open (sigmoid(6)), so the clip embedding depends on the pixels
+    (with backbone_checkpoints.s3d_state_dict the signal dies out and every clip embeds the same)."""
+    import torch
+
+    import backbone_checkpoints as bc
+
+    sd = bc.s3d_state_dict(space_to_depth=space_to_depth, seed=seed)
+    for k, v in sd.items():
+        if k.endswith("conv1.weight") or k.endswith("conv2.weight"):
+            sd[k] = v * np.sqrt(2.0)  # fan-in scaled N(0, 1/fan_in) -> He
+        elif k.endswith("running_mean") or (".bn" in k and k.endswith(".bias")):
+            sd[k] = torch.zeros_like(v)
+        elif k.endswith("running_var") or (".bn" in k and k.endswith(".weight")):
+            sd[k] = torch.ones_like(v)
+        elif "gating" in k and k.endswith("fc.weight"):
+            sd[k] = v * 0.1
+        elif "gating" in k and k.endswith("fc.bias"):
+            sd[k] = torch.full_like(v, 6.0)
+    return sd

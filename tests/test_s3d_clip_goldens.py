@@ -144,3 +144,41 @@ def test_the_engine_uses_the_square_clip_reader(videos, tmp_path):
     assert [v for v, _ in failed] == ["bad"] and set(got) == {"short"}
     want = SquareClipInput(size=32).read_video(paths["short61_320x240"], spec).frames
     np.testing.assert_allclose(got["short"], want.astype(np.float32).mean(axis=(1, 2, 3)) / 255, rtol=1e-5)
+
+
+def test_features_equal_the_reference_model_on_the_same_video_file(videos, tmp_path):
+    """vt-twins-msrvtt from the video file vs VT-TWINS' own s3dg.S3D on its own loader's clips, same random
+    weights (tests/golden/s3d_features.json, from scripts/golden/s3d_features.py)."""
+    import torch
+
+    from golden_videos import s3d_signal_weights
+
+    gold = json.loads((GOLDEN / "s3d_features.json").read_text())
+    sd = s3d_signal_weights(gold["seed"], space_to_depth=False)
+    total = sum(float(v.double().sum()) for v in sd.values())
+    assert total == pytest.approx(gold["weights_sum"], rel=1e-9), "the seeded weights changed: rerun the golden script"
+    ckpt = tmp_path / "pretrained.pth.tar"
+    torch.save({f"module.{k}": v for k, v in sd.items()}, ckpt)  # the VT-TWINS release layout (DDP prefix)
+    model = load_model("vt-twins-msrvtt", weights={"checkpoint": str(ckpt)})
+    pre = model.preprocess()
+    paths, _ = videos
+    dec = pre.read_video(paths[gold["video"]], {**model.info.sampling, "num_clips": gold["num_clips"]})
+    torch.set_num_threads(2)
+    feats = model.encode_units(torch.from_numpy(pre(dec.frames))).numpy()
+    want = np.array(gold["clip_embeddings"])
+    assert feats.shape == want.shape
+    assert np.abs(want[0] - want[1]).max() > 1e-2  # the weights carry the input: a wrong clip would show
+    assert np.abs(feats - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+
+
+def test_far_apart_clips_decoded_by_separate_seeks_give_the_same_pixels(golden, videos, monkeypatch):
+    import stages.video.square_clips as sq
+
+    paths, same_bytes = videos
+    case = next(c for c in golden["cases"] if c["key"] == "vt-twins-youcook2/vfr_320x240/whole")
+    monkeypatch.setattr(sq, "SEEK_GAP_S", 0.5)  # every clip its own ffmpeg run, each with its own seek
+    dec = SquareClipInput().read_video(paths[case["video"]], _policy(case))
+    assert dec.selection.indices.tolist() == case["indices"]
+    assert [[read_number(f) for f in clip] for clip in dec.frames] == case["indices"]
+    if same_bytes[case["video"]]:
+        assert [hashlib.sha256(np.ascontiguousarray(c).tobytes()).hexdigest() for c in dec.frames] == case["clip_sha256"]

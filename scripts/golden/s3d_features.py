@@ -2,8 +2,8 @@
 
     PATH=<dir with a 4.x ffmpeg>:$PATH python scripts/golden/s3d_features.py VTTWINS_CHECKOUT [--out tests/golden]
 
-Run where the reference imports resolve (a scratch environment). With random S3D-G weights drawn by
-tests/backbone_checkpoints.py (s3d_state_dict(space_to_depth=False, seed=SEED): VT-TWINS' layout), the
+Run where the reference imports resolve (a scratch environment). With seeded random S3D-G weights in
+VT-TWINS' layout that keep the input's signal (tests/golden_videos.py s3d_signal_weights), the
 reference's s3dg.S3D (VT-TWINS 1103645, eval mode, float32, CPU) embeds the clips that
 loader/msrvtt_loader.py cuts from tests/golden_videos.py's 16:9 video (2 windows at 20 fps, 32 frames;
 `video / 255.0` as src/eval_msrvtt.py:56 does), and the 512-d clip embeddings go to
@@ -35,17 +35,15 @@ def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
     sys.path.insert(0, str(ROOT))
-    import backbone_checkpoints as bc
     import torch
-    from golden_videos import make_videos
+    from golden_videos import make_videos, s3d_signal_weights
 
     sys.path.insert(0, str(args.vttwins))
     from s3dg import S3D
 
     tmp = Path(tempfile.mkdtemp(prefix="s3d_features_"))
     path = make_videos(tmp, names=[VIDEO])[VIDEO]
-    sd = bc.s3d_state_dict(space_to_depth=False, seed=SEED)
-    sd = {k: v for k, v in sd.items()}
+    sd = s3d_signal_weights(SEED, space_to_depth=False)
     torch.save(sd["text_module.word_embd.weight"], tmp / "word2vec.pth")
     np.save(tmp / "dict.npy", np.array(["a", "b"]))
     model = S3D(512, space_to_depth=False, word2vec_path=str(tmp / "word2vec.pth"), token_to_word_path=str(tmp / "dict.npy"))
@@ -66,7 +64,7 @@ def main(argv: list[str]) -> None:
     with torch.no_grad():
         emb = model(video, None, mode="video").numpy().astype(np.float64)
     doc = {"about": "VT-TWINS s3dg.S3D (1103645) embeddings of loader/msrvtt_loader.py clips, random weights "
-                    "from tests/backbone_checkpoints.py; written by scripts/golden/s3d_features.py",
+                    "from tests/golden_videos.py s3d_signal_weights; written by scripts/golden/s3d_features.py",
            "seed": SEED, "space_to_depth": False, "video": VIDEO, "fps": 20, "num_frames": 32, "num_clips": NUM_CLIPS,
            "end": duration, "weights_sum": float(sum(float(v.double().sum()) for v in sd.values())),
            "torch": torch.__version__, "clip_embeddings": emb.tolist()}

@@ -9,11 +9,12 @@ to rgb24, and divide by 255 (no mean/std). The crop works on the decoded yuv420p
 rounded down to even; the scale is swscale's bilinear (the scale filter's default in the ffmpeg 4.x
 builds the references ran inside ffmpeg-python's -filter_complex; newer ffmpeg defaults to bicubic, so the
 flag is given explicitly here). Reproducing that arithmetic in numpy is fragile, so vtpipe runs the same
-chain through the same binary: one ffmpeg process per video decodes, from a seek point just before the
-first wanted frame, only the frames the sampling policy needs (``select`` by frame number), crops and
-scales them. The sampling policy's frame numbers come from stages.video.ffmpeg_cut, which reproduces the
-loaders' ``-ss/-t`` cut and ``fps`` filter from the frame timestamps. Checked against the loaders' own
-output: tests/golden/s3d_clips.json (frame indices and the sha256 of every clip's pixels).
+chain through the same binary: one ffmpeg process per group of nearby clips (clips more than SEEK_GAP_S
+apart get their own process) seeks to just before the group's first wanted frame and decodes forward,
+converting only the frames the sampling policy needs (``select`` by frame number). The frame numbers come
+from stages.video.ffmpeg_cut, which reproduces the loaders' ``-ss/-t`` cut and ``fps`` filter from the
+frame timestamps. Checked against the loaders' own output: tests/golden/s3d_clips.json (frame indices and
+the sha256 of every clip's pixels). GPU decoding is not offered on this path (the engine's ctx is ignored).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from stages.video.probe import VideoInfo, probe_video
 from stages.video.sampling import FrameSelection, SamplingPolicy, make_policy
 
 CROP_SQUARE = "crop=min(iw\\,ih):min(iw\\,ih):(iw - min(iw\\,ih))*0.5:(ih - min(iw\\,ih))*0.5"
+SEEK_GAP_S = 8.0  # wanted frames further apart than this are decoded by separate, seeking ffmpeg runs
 SCALE_FLAGS = ("bilinear", "bicubic", "area", "neighbor", "lanczos", "fast_bilinear")
 
 
@@ -43,6 +45,16 @@ def _ranges(frames: np.ndarray) -> list[tuple[int, int]]:
         else:
             runs.append((f, f))
     return runs
+
+
+def _groups(need: np.ndarray, info: VideoInfo, gap_s: float) -> list[slice]:
+    """Split the wanted frames where two consecutive ones lie more than gap_s apart."""
+    if need.size == 0:
+        return []
+    t = info.timestamps_s[need]
+    cuts = np.flatnonzero(np.diff(t) > gap_s) + 1
+    edges = [0, *cuts.tolist(), len(need)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _seek_base(info: VideoInfo, first: int) -> tuple[str | None, int]:
@@ -121,8 +133,9 @@ class SquareClipInput:
             raise VideoError("too_short", "0 frames in the video stream", spath)
         sel = select_exact(pol, info)
         need = sel.needed_frames()
-        decoded = (decode_square(spath, need, info, self.size, self.flags, threads) if need.size
-                   else np.zeros((0, self.size, self.size, 3), np.uint8))
+        decoded = np.zeros((len(need), self.size, self.size, 3), np.uint8)
+        for part in _groups(need, info, SEEK_GAP_S):  # far-apart clips: one seek each instead of decoding the gap
+            decoded[part] = decode_square(spath, need[part], info, self.size, self.flags, threads)
         frames = np.zeros((*sel.indices.shape, self.size, self.size, 3), dtype=np.uint8)
         valid = sel.indices >= 0
         frames[valid] = decoded[np.searchsorted(need, sel.indices[valid])]
