@@ -182,3 +182,17 @@ def test_far_apart_clips_decoded_by_separate_seeks_give_the_same_pixels(golden, 
     assert [[read_number(f) for f in clip] for clip in dec.frames] == case["indices"]
     if same_bytes[case["video"]]:
         assert [hashlib.sha256(np.ascontiguousarray(c).tobytes()).hexdigest() for c in dec.frames] == case["clip_sha256"]
+
+
+def test_many_wanted_frames_fit_in_one_ffmpeg_select(videos):
+    """320 scattered frames (10 clips x 32) in one run: the select expression is a balanced tree, since ffmpeg
+    rejects a flat sum of more than ~100 terms."""
+    from stages.video.square_clips import decode_square
+
+    paths, _ = videos
+    info = probe_video(paths["cfr30_320x240"])
+    need = np.arange(0, 300, 2)  # 150 separate ranges
+    frames = decode_square(str(paths["cfr30_320x240"]), need, info, size=32)
+    assert frames.shape == (150, 32, 32, 3)
+    big = decode_square(str(paths["cfr30_320x240"]), need[::10], info, size=224)
+    assert [read_number(f) for f in big] == need[::10].tolist()

@@ -32,6 +32,7 @@ from stages.video.probe import VideoInfo, probe_video
 from stages.video.sampling import FrameSelection, SamplingPolicy, make_policy
 
 CROP_SQUARE = "crop=min(iw\\,ih):min(iw\\,ih):(iw - min(iw\\,ih))*0.5:(ih - min(iw\\,ih))*0.5"
+MAX_FRAMES_PER_RUN = 2000
 SEEK_GAP_S = 8.0  # wanted frames further apart than this are decoded by separate, seeking ffmpeg runs
 SCALE_FLAGS = ("bilinear", "bicubic", "area", "neighbor", "lanczos", "fast_bilinear")
 
@@ -52,9 +53,19 @@ def _groups(need: np.ndarray, info: VideoInfo, gap_s: float) -> list[slice]:
     if need.size == 0:
         return []
     t = info.timestamps_s[need]
-    cuts = np.flatnonzero(np.diff(t) > gap_s) + 1
-    edges = [0, *cuts.tolist(), len(need)]
+    cuts = set((np.flatnonzero(np.diff(t) > gap_s) + 1).tolist())
+    cuts.update(range(MAX_FRAMES_PER_RUN, len(need), MAX_FRAMES_PER_RUN))  # bounds the select expression's length
+    edges = [0, *sorted(cuts), len(need)]
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _balanced_sum(terms: list[str]) -> str:
+    """terms joined by '+' as a balanced tree of parentheses: ffmpeg's expression parser fails ("Cannot
+    allocate memory") on a flat chain of more than about 100 terms, not on a tree of depth log2(n)."""
+    if len(terms) == 1:
+        return terms[0]
+    mid = len(terms) // 2
+    return f"({_balanced_sum(terms[:mid])}+{_balanced_sum(terms[mid:])})"
 
 
 def _seek_base(info: VideoInfo, first: int) -> tuple[str | None, int]:
@@ -78,8 +89,8 @@ def decode_square(path: str, need: np.ndarray, info: VideoInfo, size: int = 224,
     from stages.video.ffmpeg import _outside_failure, file_url, find_ffmpeg, stderr_tail
 
     seek, base = _seek_base(info, int(need[0]))
-    terms = "+".join(f"between(n\\,{a - base}\\,{b - base})" for a, b in _ranges(np.asarray(need)))
-    graph = f"[0:V:0]select={terms},{CROP_SQUARE},scale={size}:{size}:flags={flags}[out]"
+    terms = [f"between(n\\,{a - base}\\,{b - base})" for a, b in _ranges(np.asarray(need))]
+    graph = f"[0:V:0]select={_balanced_sum(terms)},{CROP_SQUARE},scale={size}:{size}:flags={flags}[out]"
     cmd = [find_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads),
            *(["-ss", seek] if seek else []), "-i", file_url(path), "-filter_complex", graph, "-map", "[out]",
            "-fps_mode", "passthrough", "-frames:v", str(len(need)), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
