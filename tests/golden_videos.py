@@ -84,13 +84,12 @@ def s3d_signal_weights(seed: int, space_to_depth: bool = False) -> dict:
     """Seeded S3D-G weights (release key layout) that carry the input through to the embedding: He-scaled
     convolutions, identity BatchNorm, gates open (sigmoid(6)), so the clip embedding depends on the pixels
     (with backbone_checkpoints.s3d_state_dict the signal dies out and every clip embeds the same)."""
-    import torch
-
     import backbone_checkpoints as bc
+    import torch
 
     sd = bc.s3d_state_dict(space_to_depth=space_to_depth, seed=seed)
     for k, v in sd.items():
-        if k.endswith("conv1.weight") or k.endswith("conv2.weight"):
+        if k.endswith(("conv1.weight", "conv2.weight")):
             sd[k] = v * np.sqrt(2.0)  # fan-in scaled N(0, 1/fan_in) -> He
         elif k.endswith("running_mean") or (".bn" in k and k.endswith(".bias")):
             sd[k] = torch.zeros_like(v)

@@ -150,7 +150,6 @@ def test_features_equal_the_reference_model_on_the_same_video_file(videos, tmp_p
     """vt-twins-msrvtt from the video file vs VT-TWINS' own s3dg.S3D on its own loader's clips, same random
     weights (tests/golden/s3d_features.json, from scripts/golden/s3d_features.py)."""
     import torch
-
     from golden_videos import s3d_signal_weights
 
     gold = json.loads((GOLDEN / "s3d_features.json").read_text())

@@ -19,6 +19,7 @@ the sha256 of every clip's pixels). GPU decoding is not offered on this path (th
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ def _groups(need: np.ndarray, info: VideoInfo, gap_s: float) -> list[slice]:
     cuts = set((np.flatnonzero(np.diff(t) > gap_s) + 1).tolist())
     cuts.update(range(MAX_FRAMES_PER_RUN, len(need), MAX_FRAMES_PER_RUN))  # bounds the select expression's length
     edges = [0, *sorted(cuts), len(need)]
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
 def _balanced_sum(terms: list[str]) -> str:
