@@ -1,6 +1,7 @@
 """The extraction engine: decode in worker processes, batch units across video boundaries, encode, pool.
 
-    DataLoader workers:  read_video (decord) -> model.preprocess() -> units [U, ...] float32
+    DataLoader workers:  read_video (decord; or the preprocess object's own read_video, e.g. S3D's ffmpeg
+                         square crop) -> model.preprocess() -> units [U, ...] float32
     this process:        a FIFO of units from consecutive videos -> full batches of `batch_size` units
                          (a batch may hold the tail of one video and the head of the next, so the model
                          always sees full batches even when videos are short) -> encode_units
@@ -68,13 +69,18 @@ class _VideoDataset(Dataset):
     def __getitem__(self, i: int) -> DecodedUnits:
         vid, path, *extra = self.videos[i]
         policy = make_policy({**self.policy_spec, **(extra[0] if extra else {})})  # segment bounds, if any
+        own_reader = getattr(self.preprocess, "read_video", None)  # an input stage that decodes for itself
         short = None
-        if self.preprocess.resize == "short" and (self.preprocess.interpolation == "bilinear" or self.fast_resize):
+        if own_reader is None and self.preprocess.resize == "short" and (
+                self.preprocess.interpolation == "bilinear" or self.fast_resize):
             # decord's in-decoder resize is bilinear (pixel-identical to ffmpeg's): use it only where the model's
             # own preprocessing is bilinear, or when asked to trade exactness for speed (extract.fast_resize)
             short = self.preprocess.resize_to or self.preprocess.size
         try:
-            dec = read_video(path, policy, short_side=short, ctx=self.decode_device)
+            if own_reader is not None:  # e.g. S3D's square crop, made by the ffmpeg binary as its references did
+                dec = own_reader(path, policy, ctx=self.decode_device)
+            else:
+                dec = read_video(path, policy, short_side=short, ctx=self.decode_device)
         except VideoError as e:
             return DecodedUnits(vid, None, None, None, error=(e.reason, e.detail))
         except VideoInterrupted:  # ffmpeg stopped from outside: not the video's fault, the task fails

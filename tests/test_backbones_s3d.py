@@ -131,8 +131,9 @@ def test_strict_and_missing(tmp_path, monkeypatch):
 
 
 def test_registered_configs():
-    for name, words, lower in (("s3d-howto100m", 16, True), ("vt-twins", 30, False)):
+    for name, words, lower in (("s3d-howto100m", 16, True), ("vt-twins", 30, False), ("vt-twins-msrvtt", 30, False)):
         info = model_config(name)
         assert info.family == "s3d" and info.embed_dim == 512 and info.unit == "clip"
         assert info.params["max_words"] == words and info.params["lowercase"] is lower
-        assert info.preprocess["mean"] is None and info.preprocess["std"] is None
+        # the loaders' input: centre square, 224 x 224, value / 255 (tests/test_s3d_clip_goldens.py)
+        assert info.preprocess == {"crop": "square", "size": 224, "flags": "bilinear"}

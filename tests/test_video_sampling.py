@@ -131,19 +131,31 @@ def test_locvtp_clips_last_padded_with_final_frame():
 
 # ---- MIL-NCE / VT-TWINS ----------------------------------------------------------------------------------
 def test_milnce_retrieval():
+    """The loaders' ffmpeg cut (-ss start, fps=10): slot j shows the last frame with t < start + (j + 1/2) / 10."""
     s = sel("milnce-retrieval", cfr(300), 30.0)  # 10 s: starts linspace(0, 10 - 3.2 - 0.4, 10)
     assert s.indices.shape == (10, 32) and s.mask.all()
     np.testing.assert_allclose(s.times_s, np.linspace(0, 6.4, 10))
-    assert s.indices[0].tolist() == [3 * j for j in range(32)]  # 10 fps on a 30 fps video
-    assert s.indices[1].tolist() == [21 + 3 * j for j in range(32)]  # starts at 0.7111 s -> frame 21
-    assert s.indices[9].tolist() == [192 + 3 * j for j in range(32)]
+    # frame 3j+1 is at (j + 1/3) / 10 s -> nearest slot j; frame 3j+2 at (j + 2/3) / 10 -> slot j+1
+    assert s.indices[0].tolist() == [3 * j + 1 for j in range(32)]
+    # start 0.7111 s: frames from 22 (0.7333 s) on; frame 22 -> slot 0, frames 23-25 -> slot 1, ...
+    assert s.indices[1].tolist() == [22 + 3 * j for j in range(32)]
+    assert s.indices[9].tolist() == [193 + 3 * j for j in range(32)]  # start 6.4 s = frame 192 exactly
 
 
 def test_milnce_retrieval_short_video_zero_padded():
-    s = sel("milnce-retrieval", cfr(30), 30.0)  # 1 s: every clip starts at 0, 10 real frames then zeros
+    s = sel("milnce-retrieval", cfr(30), 30.0)  # 1 s: every clip starts at 0, slots 0..9 then zeros
     assert (s.times_s == 0).all()
-    assert s.indices[0].tolist() == [3 * j for j in range(10)] + [-1] * 22
+    assert s.indices[0].tolist() == [3 * j + 1 for j in range(10)] + [-1] * 22
     assert (s.indices == s.indices[0]).all()
+    s = sel("milnce-retrieval", cfr(61), 30.0)  # 2.033 s: 20 real frames (the rounded end is slot 20)
+    assert (s.indices[0] >= 0).sum() == 20
+
+
+def test_milnce_retrieval_segment_is_not_clamped_to_the_video():
+    s = sel({"policy": "milnce-retrieval", "segment_start_s": 5.0, "segment_end_s": 20.0}, cfr(300), 30.0)
+    assert s.times_s[-1] == pytest.approx(20 - 3.2 - 0.4)  # the loaders use the annotation's end as is
+    assert (s.indices[-1] == -1).all()  # past the end of the video: all zero frames, the clip still counts
+    assert s.mask.all()
 
 
 def test_milnce_ucf():

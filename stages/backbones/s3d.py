@@ -23,7 +23,9 @@ dict file (id = position + 1, unknown words dropped), truncated / zero-padded to
 word_embd (66250 x 300) -> ReLU(fc1 300->2048) -> max over all max_words positions (padding included, as in
 the release) -> fc2 -> 512.
 
-Input units: clips [B, 3, T, H, W] in [0, 1] (no mean/std), T, H, W even. Outputs (float32, not normalised):
+Input units: clips [B, 3, T, H, W] in [0, 1] (no mean/std), T, H, W even; with ``preprocess: {crop: square}``
+(the registered presets) made as the references' loaders make them (stages.video.square_clips).
+Outputs (float32, not normalised):
 params.output "embedding" (512, default) or "mixed_5c" (1024; then embed_dim must be 1024, and encode_text
 still gives the 512-d text embedding, which is not comparable). ``encode_mixed_5c`` and ``encode_embedding``
 give either one regardless of params.output. pool(): plain mean of the clip vectors over real clips (the
@@ -51,6 +53,7 @@ from stages.backbones import checkpoints as ck
 from stages.backbones.base import ModelInfo, TextFeatures, VideoTextModel
 from stages.backbones.base import as_float_tensor
 from stages.errors import ConfigError, VtpipeError
+from stages.video.square_clips import SquareClipInput
 
 # (name, in, b0, b1a, b1b, b2a, b2b, b3b) — the S3D-G / Inception-v1 channel table
 INCEPTION_TABLE: tuple[tuple[str, int, int, int, int, int, int, int], ...] = (
@@ -246,6 +249,19 @@ class S3DVideoText(VideoTextModel):
         dim = 1024 if self.output == "mixed_5c" else net.fc.out_features
         if dim != info.embed_dim:
             raise ConfigError(f"{info.name}: embed_dim {info.embed_dim} in the YAML, but output {self.output!r} is {dim}-d")
+
+    def preprocess(self):
+        """The model YAML's `preprocess`: ``crop: square`` is the MIL-NCE / VT-TWINS loaders' input (centre
+        min(w, h) square, ffmpeg scale to size x size with swscale `flags`, value / 255; decoded by the ffmpeg
+        binary, see stages.video.square_clips); anything else is the generic Preprocess."""
+        cfg = dict(self.info.preprocess)
+        if cfg.get("crop") != "square":
+            return super().preprocess()
+        unknown = sorted(set(cfg) - {"crop", "size", "flags", "mean", "std"})
+        if unknown or cfg.get("mean") is not None or cfg.get("std") is not None:
+            raise ConfigError(f"{self.name}: preprocess with crop 'square' takes size and flags (no mean/std); "
+                              f"got {sorted(cfg)}")
+        return SquareClipInput(size=int(cfg.get("size", 224)), flags=str(cfg.get("flags", "bilinear")))
 
     def _run(self, units, head: bool) -> torch.Tensor:
         x = as_float_tensor(units, 5, f"{self.name}.encode_units").to(self.device)

@@ -32,10 +32,14 @@ Policies (``make_policy({"policy": name, ...})``), each reproducing a reference 
                     zero-padded to num_frames with mask when n < num_frames.
 ``locvtp``          LocVTP extraction: clips of clip_len (16) consecutive frames starting at
                     ``arange(0, n, clip_len)``; the last clip padded by repeating the final frame.
-``milnce-retrieval`` MIL-NCE / VT-TWINS retrieval eval: a 10 fps timeline; num_clips (10) clips of
-                    clip_len (32) frames; clip starts ``linspace(start, max(start, end - clip_len/fps - 0.4),
-                    num_clips)`` s with start = 0, end = the stream's end (or segment_start_s / segment_end_s); frame j of a
-                    clip is the frame shown at start + j/fps; frames at or past `end` are zero (-1).
+``milnce-retrieval`` MIL-NCE / VT-TWINS retrieval eval (their ffmpeg loaders): num_clips (10) clips; clip starts
+                    ``linspace(start, max(start, end - clip_len/fps - margin_s), num_clips)`` s (start = 0 or
+                    segment_start_s, end = segment_end_s or ffprobe's format duration, not clamped); each
+                    clip is what ``ffmpeg -ss start -t clip_len/fps + extra_s`` with ``fps=F`` outputs
+                    (stages.video.ffmpeg_cut): slot j shows the last frame with timestamp < start +
+                    (j + 1/2)/fps; slots past the cut's end are zero (-1). Every clip counts (mask True),
+                    as the loaders average all windows. Params: fps (10), num_clips (10), clip_len (32),
+                    margin_s (0.4), extra_s (0.1), segment_start_s, segment_end_s.
 ``milnce-ucf``      MIL-NCE UCF/HMDB eval: native frames, num_clips (10) clips of clip_len (32) consecutive
                     frames starting at ``linspace(0, max(0, n - clip_len), num_clips).astype(int)``; a video
                     shorter than clip_len gives clips of its n frames followed by zero frames (-1).
@@ -47,6 +51,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
@@ -316,8 +321,9 @@ class MilnceRetrievalPolicy(SamplingPolicy):
     num_clips: int = 10
     clip_len: int = 32
     margin_s: float = 0.4
-    segment_start_s: float | None = None  # segment start (seconds from the first frame); default 0
-    segment_end_s: float | None = None  # segment end; default the stream's end
+    extra_s: float = 0.1  # the loaders cut clip_len / fps + extra_s seconds (ffmpeg -t)
+    segment_start_s: float | None = None  # segment start (seconds on the container clock); default 0
+    segment_end_s: float | None = None  # segment end; default the video's duration (ffprobe's format duration)
     name: ClassVar[str] = "milnce-retrieval"
     unit: ClassVar[str] = "clip"
 
@@ -325,22 +331,36 @@ class MilnceRetrievalPolicy(SamplingPolicy):
         object.__setattr__(self, "fps", _check_pos_float("fps", self.fps, self.name))
         object.__setattr__(self, "num_clips", _check_pos_int("num_clips", self.num_clips, self.name))
         object.__setattr__(self, "clip_len", _check_pos_int("clip_len", self.clip_len, self.name))
-        if not isinstance(self.margin_s, (int, float)) or self.margin_s < 0:
-            raise ConfigError(f"sampling policy {self.name!r}: margin_s must be >= 0, got {self.margin_s!r}")
+        for key in ("margin_s", "extra_s"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"sampling policy {self.name!r}: {key} must be >= 0, got {v!r}")
 
     def clip_starts(self, start: float, end: float) -> np.ndarray:
-        span = self.clip_len / self.fps
+        span = self.clip_len / float(self.fps)
         return np.linspace(start, max(start, end - span - self.margin_s), self.num_clips)
 
-    def select(self, timestamps_s: np.ndarray, native_fps: float, end_s: float | None = None) -> FrameSelection:
-        rel, video_end = _prepare(timestamps_s, native_fps, end_s)
+    def select_ticks(self, pts: np.ndarray, time_base: Fraction, end_pts: int) -> FrameSelection:
+        """The exact selection from integer timestamps (pts in time_base, sorted; end_pts = stream end)."""
+        from stages.video.ffmpeg_cut import cut_slots, format_duration_s
+
+        pts = np.asarray(pts, dtype=np.int64)
+        if pts.size == 0:
+            raise ValueError("no frames to sample from (0 timestamps)")
         start = 0.0 if self.segment_start_s is None else float(self.segment_start_s)
-        end = video_end if self.segment_end_s is None else min(float(self.segment_end_s), video_end)
+        end = format_duration_s(pts, end_pts, time_base) if self.segment_end_s is None else float(self.segment_end_s)
         starts = self.clip_starts(start, end)
-        t = starts[:, None] + np.arange(self.clip_len)[None, :] / self.fps
-        idx = _frame_at(rel, t)
-        idx[t >= video_end - TIME_EPS] = -1  # past the last frame: zero-padded
-        return FrameSelection(idx, np.ones(self.num_clips, dtype=bool), starts, "clip")
+        length = self.clip_len / float(self.fps) + self.extra_s
+        idx = np.stack([cut_slots(pts, time_base, end_pts, float(s), length, self.fps, self.clip_len) for s in starts])
+        return FrameSelection(idx, np.ones(self.num_clips, dtype=bool), starts.astype(np.float64), "clip")
+
+    def select(self, timestamps_s: np.ndarray, native_fps: float, end_s: float | None = None) -> FrameSelection:
+        """From float timestamps: rounded to microsecond ticks, then select_ticks (exact when the stream's
+        time base divides a microsecond; readers that have the integer pts call select_ticks)."""
+        rel, end = _prepare(timestamps_s, native_fps, end_s)
+        t0 = float(np.asarray(timestamps_s, dtype=np.float64).reshape(-1)[0])
+        pts = np.round((rel + t0) * 1e6).astype(np.int64)
+        return self.select_ticks(pts, Fraction(1, 1_000_000), round((end + t0) * 1e6))
 
 
 @dataclass(frozen=True)
