@@ -246,18 +246,27 @@ def load_yaml(path: str | Path) -> dict:
 def resolve(user: dict, base_dir: Path | None = None, overrides: dict | None = None) -> dict:
     """Defaults <- paper preset <- user YAML <- overrides; then validate and make paths absolute."""
     paper = (overrides or {}).get("preset") or user.get("preset")
+    paper_files: set[str] = set()  # reader options the paper preset names files with (under dataset.root)
     if paper:
         from pipeline.presets import layer_under, load_preset
 
         if not isinstance(paper, str):
             raise ConfigError(f"config key 'preset' names a paper preset (`vtpipe presets`), got {paper!r}")
-        user = {**layer_under(load_preset(paper).config, user), "preset": paper}
+        pconf = load_preset(paper).config
+        given = set(user.get("dataset", {}).get("options", {})) | set((overrides or {}).get("dataset", {}).get("options", {}))
+        paper_files = set(pconf.get("dataset", {}).get("options", {})) - given
+        user = {**layer_under(pconf, user), "preset": paper}
     cfg = deep_merge(DEFAULTS, user)
     if overrides:
         cfg = deep_merge(cfg, overrides)
     preset = cfg["dataset"]["preset"]
     if preset:
         cfg = apply_dataset_preset(cfg, preset, user, overrides or {}, base_dir)
+        root = cfg["dataset"]["root"]
+        for k in paper_files:
+            v = cfg["dataset"]["options"].get(k)
+            if isinstance(v, str) and root and "." in Path(v).name and not Path(v).is_absolute():
+                cfg["dataset"]["options"][k] = str(Path(root) / v)
     unknown = [s for s in cfg["stages"] if s not in STAGE_ORDER]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown} in 'stages'; known: {STAGE_ORDER}")
