@@ -57,9 +57,22 @@ def test_every_preset_has_reference_facts_and_every_fact_a_preset():
 NOT_YET = {
     # CLIP4Clip's DiDeMo / ActivityNet commands run 64 words: the model YAML's text length is not a config key
     "clip4clip-didemo", "clip4clip-activitynet",
-    # 1024-d mixed_5c linear probes need their model variants; UCoFiA needs its model family
-    "vt-twins-linear-probe-hmdb51", "vt-twins-linear-probe-ucf101", "milnce-linear-probe-hmdb51", "ucofia-msrvtt",
+    # UCoFiA needs its model family
+    "ucofia-msrvtt",
 }
+
+
+@pytest.mark.parametrize("name", [n for n in ("vt-twins-linear-probe-hmdb51", "vt-twins-linear-probe-ucf101",
+                                              "milnce-linear-probe-hmdb51") if n in PRESETS])
+def test_linear_probe_presets(name):
+    g, cfg = GOLDEN[name], resolved(name)
+    info, s = model_of(cfg), sampling_of(cfg)
+    assert info.params["output"] == "mixed_5c" and info.embed_dim == g["feature_dim"]
+    assert (s["policy"], s["num_clips"], s["clip_len"]) == ("milnce-ucf", g["num_windows_test"], g["num_frames"])
+    assert info.preprocess["crop"] == "square" and info.preprocess["size"] == g["video_size"]
+    assert cfg["evaluate"]["linear_probe"]["C"] in g["svm_C"]
+    assert cfg["dataset"]["splits"] == g["splits"] and cfg["evaluate"]["tasks"] == ["linear-probe"]
+    assert "compress" not in cfg["stages"]
 
 
 @pytest.mark.parametrize("name", [n for n in ("clip4clip-msrvtt", "clip4clip-msvd") if n in PRESETS])
