@@ -49,8 +49,9 @@ class DecodedUnits:
 
 class _VideoDataset(Dataset):
     def __init__(self, videos: Sequence[tuple[str, str]], policy_spec: dict, preprocess: Preprocess,
-                 unit: str = "frame", fast_resize: bool = False, decode_device: str = "cpu"):
+                 unit: str = "frame", fast_resize: bool = False, decode_device: str = "cpu", aspect: str = "stored"):
         self.videos = list(videos)
+        self.aspect = aspect
         self.fast_resize = fast_resize
         self.decode_device = decode_device
         self.unit = unit
@@ -64,13 +65,9 @@ class _VideoDataset(Dataset):
     def __getitem__(self, i: int) -> DecodedUnits:
         vid, path, *extra = self.videos[i]
         policy = make_policy({**self.policy_spec, **(extra[0] if extra else {})})  # segment bounds, if any
-        short = None
-        if self.preprocess.resize == "short" and (self.preprocess.interpolation == "bilinear" or self.fast_resize):
-            # decord's in-decoder resize is bilinear (pixel-identical to ffmpeg's): use it only where the model's
-            # own preprocessing is bilinear, or when asked to trade exactness for speed (extract.fast_resize)
-            short = self.preprocess.resize_to or self.preprocess.size
         try:
-            dec = read_video(path, policy, short_side=short, ctx=self.decode_device)
+            dec = read_video(path, policy, ctx=self.decode_device, aspect=self.aspect,
+                             resize=decoder_resize(self.preprocess, self.fast_resize))
         except VideoError as e:
             return DecodedUnits(vid, None, None, None, error=(e.reason, e.detail))
         except VideoInterrupted:  # ffmpeg stopped from outside: not the video's fault, the task fails
@@ -85,12 +82,24 @@ class _VideoDataset(Dataset):
         sel = dec.selection
         mask = np.ones(len(frames), bool) if sel.mask is None else np.asarray(sel.mask, bool)
         times = np.asarray(sel.times_s, np.float64)
+        pad = np.asarray(sel.indices) < 0  # padding frames: zero model input, as the references pad
         if self.unit == "clip" and frames.ndim == 4:
             # a clip model fed by a frame policy (TVTSv2's 12 frames): the whole selection is one clip
-            frames, mask, times = frames[None], np.array([bool(mask.any())]), times[:1]
-        units = self.preprocess(frames)
+            frames, mask, times, pad = frames[None], np.array([bool(mask.any())]), times[:1], pad[None]
+        units = self.preprocess(frames, pad=pad)
         n_frames = int(np.prod(frames.shape[: frames.ndim - 3]))
         return DecodedUnits(vid, units, times, mask, num_frames=n_frames)
+
+
+def decoder_resize(pre: Preprocess, fast_resize: bool = False) -> Callable[[int, int], tuple[int, int]] | None:
+    """What the decoder should resize to, as a function (display height, width) -> (w, h); None: native size.
+
+    Only where that gives the reference's pixels: the "decoder" backend (the reference resized with ffmpeg's
+    swscale too). extract.fast_resize also lets the decoder resize (bilinear) for the other backends, trading
+    exactness for speed; the backend then sees frames that already have its target size."""
+    if pre.backend == "decoder" or fast_resize:
+        return lambda h, w: pre.target_size(h, w)[::-1]
+    return None
 
 
 def _identity(x):
@@ -136,6 +145,7 @@ def run_engine(
     progress: Callable[[int, int], None] | None = None,
     fast_resize: bool = False,
     decode_device: str = "cpu",
+    aspect: str = "stored",
 ) -> dict[str, float]:
     """Encode `videos` ((id, path) pairs, or (id, path, {policy overrides}) for segments); call
     on_video(id, unit_feats, times, mask, pooled) in input order.
@@ -143,7 +153,7 @@ def run_engine(
     Returns throughput counters: videos, frames, units, batches, seconds.
     """
     dataset = _VideoDataset(videos, policy_spec, model.preprocess(), unit=model.unit, fast_resize=fast_resize,
-                            decode_device=decode_device)
+                            decode_device=decode_device, aspect=aspect)
     loader = DataLoader(
         dataset,
         batch_size=None,
