@@ -45,6 +45,7 @@ class DecodedUnits:
     mask: np.ndarray | None
     num_frames: int = 0
     error: tuple[str, str] | None = None  # (reason, detail)
+    indices: np.ndarray | None = None  # the decoded stream's frame numbers behind each unit (-1 = padding)
 
 
 class _VideoDataset(Dataset):
@@ -88,7 +89,7 @@ class _VideoDataset(Dataset):
             frames, mask, times, pad = frames[None], np.array([bool(mask.any())]), times[:1], pad[None]
         units = self.preprocess(frames, pad=pad)
         n_frames = int(np.prod(frames.shape[: frames.ndim - 3]))
-        return DecodedUnits(vid, units, times, mask, num_frames=n_frames)
+        return DecodedUnits(vid, units, times, mask, num_frames=n_frames, indices=np.asarray(sel.indices))
 
 
 def decoder_resize(pre: Preprocess, fast_resize: bool = False) -> Callable[[int, int], tuple[int, int]] | None:
