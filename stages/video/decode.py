@@ -4,11 +4,10 @@ read_video(path, policy, short_side=224) probes the file (stages.video.probe: ba
 before any decoder touches it), asks the policy for its units using the exact frame timestamps, then
 decodes each needed frame once, in increasing order: decord seeks only when the next wanted frame lies in a
 later GOP and otherwise decodes forward, so dense sampling (3 fps out of 30) costs one sequential pass,
-close to `ffmpeg -i X -f null -`. Frames are resized inside the decoder when short_side/size is given; that
-resize is BILINEAR (decord's scaler = ffmpeg swscale with flags=bilinear). Where a backbone's reference
-preprocessing resizes bicubically from full-size frames (CLIP: short side 224 bicubic), decode at the native
-size (short_side=None) or a larger short side and let the backbone transform resize, if bit-faithfulness to
-the reference matters more than speed.
+close to `ffmpeg -i X -f null -`. Frames are resized inside the decoder when short_side/size/resize is
+given; that resize is BILINEAR (decord's scaler = ffmpeg swscale with flags=bilinear), which equals only the
+references that resize with ffmpeg themselves. The extract engine therefore asks for decoder resizing only for
+a Preprocess with backend "decoder" (stages.backbones.preprocess); the others get native-size frames.
 
 Output frames are RGB uint8, in display orientation: decord applies the container's display-matrix
 rotation exactly as ffmpeg's autorotate does (so read_video(raw) and read_video(compress_video(raw)) agree
