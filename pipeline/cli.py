@@ -494,8 +494,11 @@ def models():
             p = m if pname == m.protocol else model_config(m.name, pname)
             sampling = ",".join(f"{k}={v}" for k, v in p.sampling.items())
             pre = p.preprocess
+            backend = pre.get("backend", "torch")
+            if backend == "torch":
+                backend += ", antialias" if pre.get("antialias", True) else ", no antialias"
             geometry = (f"{pre.get('resize', 'short')} {pre.get('resize_to') or pre.get('size', 224)} "
-                        f"{pre.get('interpolation', 'bicubic')} ({pre.get('backend', 'torch')}), "
+                        f"{pre.get('interpolation', 'bicubic')} ({backend}), "
                         f"crop {pre.get('crop', 'center')} {pre.get('size', 224)}")
             tag = "protocol" if pname != m.protocol else "protocol*"
             click.echo(f"{'':<24}{tag} {pname}: sampling {sampling}; {geometry}; {p.precision} on CUDA; "

@@ -171,3 +171,12 @@ def test_filter_chain_for_square_pixels_is_unchanged():
     assert filter_chain(320, 240, 3, 224, "none", False) == "fps=3/1:round=up,scale=298:224,setsar=1,format=yuv420p"
     with pytest.raises(ConfigError, match="aspect"):
         filter_chain(320, 240, 3, 224, "none", False, aspect="squashed")
+
+
+def test_vtpipe_models_lists_every_protocol():
+    from conftest import run_cli
+
+    out = run_cli("models").stdout
+    assert "protocol* extract: sampling policy=tvtsv2-extract" in out
+    assert "protocol zeroshot: sampling policy=tvtsv2-eval,num_frames=12; short 268 nearest (pil), crop center 224" in out
+    assert "short 112 bilinear (torch, no antialias), crop center 112; fp32 on CUDA" in out
