@@ -6,6 +6,8 @@ CenterCrop(224) then starts at x = int(round((298 - 224) / 2)) = 37.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,8 @@ from stages.video.compress import compress_video, filter_chain
 from stages.video.decode import read_video
 from stages.video.ffmpeg import find_ffmpeg
 from stages.video.probe import probe_video, short_side_size
+
+GOLDEN_VIDEOS = Path(__file__).parent / "golden" / "videos"
 
 
 @pytest.mark.parametrize(
@@ -180,3 +184,23 @@ def test_vtpipe_models_lists_every_protocol():
     assert "protocol* extract: sampling policy=tvtsv2-extract" in out
     assert "protocol zeroshot: sampling policy=tvtsv2-eval,num_frames=12; short 268 nearest (pil), crop center 224" in out
     assert "short 112 bilinear (torch, no antialias), crop center 112; fp32 on CUDA" in out
+
+
+def test_model_protocol_reaches_the_extract_plan_and_changes_its_fingerprint():
+    from pipeline import config as config_mod
+    from stages import extract
+    from stages.layout import Layout
+
+    def plan(protocol, amp="auto"):
+        cfg = config_mod.resolve({"stages": ["extract"], "input": {"videos": str(GOLDEN_VIDEOS)},
+                                  "model": {"name": "tvtsv2-b32", "allow_random": True, "protocol": protocol},
+                                  "extract": {"amp": amp}})
+        return extract.sampling_spec(cfg), extract.plan(cfg, Layout.custom("/tmp/x", extract_dir="/tmp/x"))[0]
+
+    spec, task = plan("zeroshot")
+    assert spec["policy"] == "tvtsv2-eval" and task.params["protocol"] == "zeroshot"
+    assert task.params["preprocess"]["interpolation"] == "nearest"
+    spec0, task0 = plan(None)
+    assert spec0["policy"] == "tvtsv2-extract" and task0.params["protocol"] == "extract"
+    assert task.fingerprint != task0.fingerprint
+    assert plan(None, "bf16")[1].fingerprint != task0.fingerprint  # precision changes what the features are
