@@ -73,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
         "segments": False,  # one item per caption segment (start_s/end_s columns), id = caption id (CrossTask,
                             # YouCook2 clips): the sampling policy gets segment_start_s / segment_end_s
         "fast_resize": False,  # resize inside the decoder (bilinear) even where the model's resize is bicubic
+        "aspect": "auto",  # anamorphic video: auto (the protocol's: stored pixels, as every reference) | stored | display
         "threads": 0,  # CPU threads for the model; 0 = min(4, cores). Fixed so every executor gives the same bits
     },
     "concat": {"layout": "flat"},  # flat | locvtp (also export the LocVTP group-per-video file)
@@ -127,6 +128,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "compress.aspect": ("stored", "display"),
     "extract.device": ("auto", "cpu", "cuda"),
     "extract.amp": ("auto", "fp32", "fp16", "bf16", "none"),
+    "extract.aspect": ("auto", "stored", "display"),
     "extract.dtype": ("float32", "float16"),
     "extract.decode_device": ("cpu", "gpu"),
     "concat.layout": ("flat", "locvtp"),

@@ -79,6 +79,7 @@ def sampling_spec(cfg: dict) -> dict:
 
 def _model_params(cfg: dict) -> dict:
     m = cfg["model"]
+    aspect = cfg["extract"].get("aspect", "auto")
     w = m["weights"]
     paths = [w] if isinstance(w, str) else list((w or {}).values())
     sigs = [file_signature(x) for x in paths if x and Path(x).exists()]
@@ -86,7 +87,7 @@ def _model_params(cfg: dict) -> dict:
     # the protocol's preprocessing and aspect are part of what the features are: a change re-extracts
     return {"model": m["name"], "weights": w, "weights_sig": sigs, "allow_random": m["allow_random"],
             "allow_torchscript": m["allow_torchscript"], "protocol": info.protocol,
-            "preprocess": dict(info.preprocess), "aspect": info.aspect}
+            "preprocess": dict(info.preprocess), "aspect": info.aspect if aspect == "auto" else aspect}
 
 
 def _upstream(cfg: dict) -> str:
@@ -172,7 +173,7 @@ def _attrs(task: Task, model, extra: dict | None = None) -> dict:
         "random_weights": bool(getattr(model, "random_weights", False)),
         "protocol": model.info.protocol,
         "precision": model.precision,  # what the forward passes ran in (fp32 on the CPU whatever was asked)
-        "aspect": model.info.aspect,
+        "aspect": p.get("aspect", model.info.aspect),
         "preprocess": model.preprocess().describe(),
         **(extra or {}),
     }
@@ -215,7 +216,7 @@ def _run_videos(task: Task) -> Result:
                     progress=bar.advance,
                     fast_resize=bool(p.get("fast_resize", False)),
                     decode_device=task.runtime.get("decode_device", "cpu"),
-                    aspect=model.info.aspect,
+                    aspect=p.get("aspect", model.info.aspect),
                 )
             written = len(writer)
         finally:

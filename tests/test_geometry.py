@@ -204,3 +204,4 @@ def test_model_protocol_reaches_the_extract_plan_and_changes_its_fingerprint():
     assert spec0["policy"] == "tvtsv2-extract" and task0.params["protocol"] == "extract"
     assert task.fingerprint != task0.fingerprint
     assert plan(None, "bf16")[1].fingerprint != task0.fingerprint  # precision changes what the features are
+    assert task0.params["aspect"] == "stored"  # every reference reads stored pixels
