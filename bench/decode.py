@@ -10,6 +10,9 @@ Measured per run, on the same files (best of --repeat runs for each timing, to d
            preset superfast, plus veryfast and medium (CLIP4Clip's) for comparison
   (c)      a seek-per-frame reader like CLIP4Clip's: for each sampled frame seek to the keyframe before it
            and decode forward (decord seek + seek_accurate, as OpenCV's CAP_PROP_POS_FRAMES does)
+  (d)      the extract engine's decode worker, read_video(fps=3) + the model's Preprocess, per resize backend:
+           Pillow bicubic on native frames (CLIP/CLIP4Clip/DRL, exact) vs one torch float pass (the old
+           path), and LocVTP's torch bilinear on full-size frames (exact) vs the decoder resizing to 112
 Each timing is reported as wall time and as CPU time (this process + its ffmpeg children). On a shared,
 loaded machine the wall times of multi-threaded decoders (decord runs demux/decode/convert on separate
 threads even with num_threads=1) suffer from scheduling; CPU-time ratios are the stable comparison there.
@@ -34,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from stages.backbones.preprocess import Preprocess  # noqa: E402
 from stages.video import compress_video, read_video  # noqa: E402
 from stages.video.ffmpeg import file_url, find_ffmpeg  # noqa: E402
 from stages.video.sampling import make_policy  # noqa: E402
@@ -135,6 +139,17 @@ def main() -> None:
     s3 = run("(c) seek per sampled frame, 3 fps, threads=1", lambda: [seek_per_frame(v, fps3) for v in videos], 1)
     s1 = run("(c) seek per sampled frame, 1 fps, threads=1",
              lambda: [seek_per_frame(v, {"policy": "fps", "fps": 1}) for v in videos], 1)
+    clip_pil = Preprocess(backend="pil")
+    clip_torch = Preprocess(backend="torch")
+    loc = Preprocess(size=112, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3, antialias=False)
+    dp = run("(d) read_video native + Pillow bicubic 224 (CLIP, exact)",
+             lambda: [clip_pil(read_video(v, fps3, threads=1).frames) for v in videos], 1)
+    dt = run("(d) read_video native + torch bicubic 224 (old path)",
+             lambda: [clip_torch(read_video(v, fps3, threads=1).frames) for v in videos], 1)
+    dl = run("(d) read_video native + torch bilinear 112 (LocVTP, exact)",
+             lambda: [loc(read_video(v, fps3, threads=1).frames) for v in videos], 1)
+    dd = run("(d) read_video decoder 112 + crop (LocVTP, old path)",
+             lambda: [loc(read_video(v, fps3, short_side=112, threads=1).frames) for v in videos], 1)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
     def line(label: str, num: tuple[float, float], den: tuple[float, float], target: str = "", inv: bool = False) -> None:
@@ -151,6 +166,10 @@ def main() -> None:
     line("(b) compress preset=medium / bound, 1 thread", cm, b1, "", inv=True)
     line("(c) seek-per-frame 3 fps time / read_video", s3, r1, "", inv=True)
     line("(c) seek-per-frame 1 fps time / read_video 3 fps", s1, r1, "", inv=True)
+    line("(d) CLIP decode worker, Pillow / bound, 1 thread", b1, dp)
+    line("(d) CLIP decode worker, Pillow time / torch float pass", dp, dt, "", inv=True)
+    line("(d) LocVTP decode worker, full-size / bound, 1 thread", b1, dl)
+    line("(d) LocVTP full-size time / decoder-resized", dl, dd, "", inv=True)
 
 
 if __name__ == "__main__":

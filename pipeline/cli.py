@@ -183,11 +183,15 @@ def table(results, output):
 @click.option("--crop", type=click.Choice(["none", "center", "square"]), default="none", show_default=True,
               help="none: keep aspect; center: short side then centre crop SIZE x SIZE; square: VT-TWINS "
                    "centre square of side min(w,h) scaled to SIZE x SIZE.")
+@click.option("--aspect", type=click.Choice(["stored", "display"]), default="stored", show_default=True,
+              help="Anamorphic sources (pixel aspect != 1): stored: scale the stored pixels and keep the pixel "
+                   "aspect ratio (what CLIP4Clip's script and every reference reader see); display: resize to "
+                   "the displayed shape with square pixels.")
 @click.option("--workers", default=2, show_default=True, help="ffmpeg processes at a time.")
 @click.option("--ext", "extensions", multiple=True, metavar="EXT",
               help="Video file extensions to take from a folder (repeatable) [default: .mp4 .avi .mkv .webm .mov .m4v].")
 @click.option("--overwrite", is_flag=True, help="Redo videos compressed with other settings.")
-def compress(input_path, output, fps, size, crop, workers, extensions, overwrite):
+def compress(input_path, output, fps, size, crop, aspect, workers, extensions, overwrite):
     """Re-encode every video under INPUT (a folder, searched recursively, or a CSV of paths).
 
     Video ids are paths relative to INPUT without the extension, so equal file names in different folders
@@ -198,7 +202,8 @@ def compress(input_path, output, fps, size, crop, workers, extensions, overwrite
         if extensions:
             inp["extensions"] = [e if e.startswith(".") else f".{e}" for e in extensions]
         cfg = config_mod.resolve({"input": inp,
-                                  "compress": {"fps": float(fps), "size": size, "crop": crop, "workers": workers}})
+                                  "compress": {"fps": float(fps), "size": size, "crop": crop, "aspect": aspect,
+                                               "workers": workers}})
         _run_one_stage("compress", cfg, Layout.custom(output, compress_dir=output), Path(output), overwrite)
     except VtpipeError as e:
         _fail(e)
@@ -222,12 +227,17 @@ def compress(input_path, output, fps, size, crop, workers, extensions, overwrite
 @click.option("--decode-workers", default=1, show_default=True, help="Decoding processes feeding the model.")
 @click.option("--decode-device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="gpu: decord's NVDEC decoding where decord was built with CUDA (else the CPU, with a warning).")
+@click.option("--protocol", help="One of the model's protocols (reader + preprocessing + precision of a "
+                                 "reference script; `vtpipe models` lists them) [default: the model's default].")
+@click.option("--amp", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
+              help="Precision on CUDA: auto = what the protocol's reference ran; fp16/bf16 autocast are opt-in "
+                   "(recorded in the store). The CPU always runs fp32.")
 @click.option("--allow-random", is_flag=True, help="Without --weights, use random weights (plumbing checks only).")
 @click.option("--allow-torchscript", is_flag=True,
               help="Load a TorchScript archive (OpenAI's CLIP .pt files); loading one runs the code inside it.")
 @click.option("--overwrite", is_flag=True, help="Redo shards made with another config.")
 def extract(model, weights, files, videos, captions, caption_format, output, shards, shard_index, num_shards, device,
-            batch_size, decode_workers, decode_device, allow_random, allow_torchscript, overwrite):
+            batch_size, decode_workers, decode_device, protocol, amp, allow_random, allow_torchscript, overwrite):
     """Extract per-frame (or per-clip) and pooled video features, and caption features, into sharded HDF5.
 
     Each shard is one task writing OUTPUT/shard-NNNNN.h5 (captions: OUTPUT/text.h5); merge them with
@@ -243,9 +253,9 @@ def extract(model, weights, files, videos, captions, caption_format, output, sha
             "input": {"videos": str(Path(videos).resolve())},
             "dataset": {"captions": str(Path(captions).resolve()) if captions else None, "format": caption_format},
             "model": {"name": model, "weights": weight_files, "allow_random": allow_random,
-                      "allow_torchscript": allow_torchscript},
+                      "allow_torchscript": allow_torchscript, "protocol": protocol},
             "extract": {"shards": shards, "device": device, "batch_size": batch_size, "decode_workers": decode_workers,
-                        "decode_device": decode_device},
+                        "decode_device": decode_device, "amp": amp},
         })
         _run_one_stage("extract", cfg, Layout.custom(output, extract_dir=output), Path(output), overwrite,
                        shard_index, num_shards)
@@ -531,19 +541,34 @@ def status(run_dir):
 
 @main.command(context_settings=CONTEXT)
 def models():
-    """List the registered models with their feature size, unit, sampling policy and the files they need."""
+    """List the registered models: feature size, unit, files, and each protocol (* = default) with its
+    sampling policy, resize geometry, precision on CUDA and pixel aspect."""
     from stages.backbones.registry import list_models
 
     try:
         infos = list_models()
     except VtpipeError as e:
         _fail(e)
+    from stages.backbones.registry import model_config
+
     for m in infos:
-        sampling = ",".join(f"{k}={v}" for k, v in m.sampling.items())
         files = ", ".join(m.files) or "-"
-        click.echo(f"{m.name:<22} {m.embed_dim:>5}-d  per {m.unit:<5}  sampling {sampling:<24} files: {files}")
+        click.echo(f"{m.name:<22} {m.embed_dim:>5}-d  per {m.unit:<5}  files: {files}")
         if m.description:
             click.echo(f"{'':<24}{m.description}")
+        for pname in [m.protocol, *m.protocols]:
+            p = m if pname == m.protocol else model_config(m.name, pname)
+            sampling = ",".join(f"{k}={v}" for k, v in p.sampling.items())
+            pre = p.preprocess
+            backend = pre.get("backend", "torch")
+            if backend == "torch":
+                backend += ", antialias" if pre.get("antialias", True) else ", no antialias"
+            geometry = (f"{pre.get('resize', 'short')} {pre.get('resize_to') or pre.get('size', 224)} "
+                        f"{pre.get('interpolation', 'bicubic')} ({backend}), "
+                        f"crop {pre.get('crop', 'center')} {pre.get('size', 224)}")
+            tag = "protocol" if pname != m.protocol else "protocol*"
+            click.echo(f"{'':<24}{tag} {pname}: sampling {sampling}; {geometry}; {p.precision} on CUDA; "
+                       f"{p.aspect} pixels")
 
 
 @main.command(context_settings=CONTEXT)

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "allow_random": False,  # random weights when none are given (plumbing checks only)
         "allow_torchscript": False,  # load TorchScript archives (OpenAI CLIP .pt): they run code when loaded
         "sampling": None,  # override the model's default frame-sampling policy
+        "protocol": None,  # one of the model's protocols (`vtpipe models` lists them); None: its default
     },
     "compress": {
         "fps": 3.0,
@@ -61,12 +62,13 @@ DEFAULTS: dict[str, Any] = {
         "crf": 23,
         "preset": "superfast",  # x264 preset; CLIP4Clip's script used ffmpeg's default, medium (~1.5x slower)
         "legacy_scale": False,  # CLIP4Clip's portrait-squashing scale expression (buggy; for reproduction only)
+        "aspect": "stored",  # anamorphic sources: stored (pixels scaled uniformly, SAR kept, as CLIP4Clip's script) | display (square pixels)
     },
     "extract": {
         "shards": 1,
         "batch_size": 64,
         "device": "auto",  # auto | cpu | cuda
-        "amp": "bf16",  # autocast dtype on CUDA: bf16 | fp16 | none
+        "amp": "auto",  # precision on CUDA: auto (what the model's reference ran) | fp32 | fp16 | bf16 (autocast)
         "decode_workers": 1,
         "decode_device": "cpu",  # cpu | gpu (decord's NVDEC build; falls back to the CPU with a warning)
         "dtype": "float32",  # store dtype: float32 | float16
@@ -74,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "segments": False,  # one item per caption segment (start_s/end_s columns), id = caption id (CrossTask,
                             # YouCook2 clips): the sampling policy gets segment_start_s / segment_end_s
         "fast_resize": False,  # resize inside the decoder (bilinear) even where the model's resize is bicubic
+        "aspect": "auto",  # anamorphic video: auto (the protocol's: stored pixels, as every reference) | stored | display
         "threads": 0,  # CPU threads for the model; 0 = min(4, cores). Fixed so every executor gives the same bits
     },
     "concat": {
@@ -138,8 +141,10 @@ DEFAULTS: dict[str, Any] = {
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "compress.crop": ("none", "center", "square"),
+    "compress.aspect": ("stored", "display"),
     "extract.device": ("auto", "cpu", "cuda"),
-    "extract.amp": ("bf16", "fp16", "none"),
+    "extract.amp": ("auto", "fp32", "fp16", "bf16", "none"),
+    "extract.aspect": ("auto", "stored", "display"),
     "extract.dtype": ("float32", "float16"),
     "extract.decode_device": ("cpu", "gpu"),
     "concat.layout": ("flat", "locvtp"),
@@ -160,7 +165,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 # keys whose values may be of several types (path string or mapping, etc.)
-FREE_KEYS = {"dataset.options", "dataset.preset", "dataset.root", "dataset.splits_dir", "dataset.videos", "model.weights", "model.sampling", "input.videos", "dataset.captions", "dataset.train_captions",
+FREE_KEYS = {"dataset.options", "dataset.preset", "dataset.root", "dataset.splits_dir", "dataset.videos", "model.weights", "model.sampling", "model.protocol", "input.videos", "dataset.captions", "dataset.train_captions",
              "dataset.train_split", "dataset.train_videos", "dataset.name", "executor.scheduler", "cluster.queue", "cluster.account",
              "cluster.lifetime", "cluster.cpu.queue", "cluster.gpu.queue", "cluster.gpu.gpus", "index.tune_queries"}
 PATH_KEYS = ["input.videos", "dataset.captions", "dataset.train_captions", "dataset.train_split", "dataset.train_videos",

@@ -52,6 +52,7 @@ def plan(cfg: dict, layout: Layout) -> list[Task]:
             "crf": c["crf"],
             "preset": c["preset"],
             "legacy_scale": c["legacy_scale"],
+            "aspect": c.get("aspect", "stored"),
         }
         tasks.append(Task(STAGE, f"videos-{k:05d}", str(layout.compress_dir), params, runtime={"workers": c["workers"]}))
     return tasks
@@ -70,7 +71,7 @@ def run_task(task: Task) -> Result:
             return vid, "existing", None, None
         try:
             compress_video(Path(src), dst, fps=p["fps"], size=p["size"], crop=p["crop"], crf=p["crf"],
-                           preset=p["preset"], legacy_scale=p["legacy_scale"])
+                           preset=p["preset"], legacy_scale=p["legacy_scale"], aspect=p.get("aspect", "stored"))
             fault_point("compressed")  # between videos: this one in place, the task not finished
             return vid, "compressed", None, None
         except VideoError as e:

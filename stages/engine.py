@@ -50,12 +50,14 @@ class DecodedUnits:
     mask: np.ndarray | None
     num_frames: int = 0
     error: tuple[str, str] | None = None  # (reason, detail)
+    indices: np.ndarray | None = None  # the decoded stream's frame numbers behind each unit (-1 = padding)
 
 
 class _VideoDataset(Dataset):
     def __init__(self, videos: Sequence[tuple[str, str]], policy_spec: dict, preprocess: Preprocess,
-                 unit: str = "frame", fast_resize: bool = False, decode_device: str = "cpu"):
+                 unit: str = "frame", fast_resize: bool = False, decode_device: str = "cpu", aspect: str = "stored"):
         self.videos = list(videos)
+        self.aspect = aspect
         self.fast_resize = fast_resize
         self.decode_device = decode_device
         self.unit = unit
@@ -70,17 +72,12 @@ class _VideoDataset(Dataset):
         vid, path, *extra = self.videos[i]
         policy = make_policy({**self.policy_spec, **(extra[0] if extra else {})})  # segment bounds, if any
         own_reader = getattr(self.preprocess, "read_video", None)  # an input stage that decodes for itself
-        short = None
-        if own_reader is None and self.preprocess.resize == "short" and (
-                self.preprocess.interpolation == "bilinear" or self.fast_resize):
-            # decord's in-decoder resize is bilinear (pixel-identical to ffmpeg's): use it only where the model's
-            # own preprocessing is bilinear, or when asked to trade exactness for speed (extract.fast_resize)
-            short = self.preprocess.resize_to or self.preprocess.size
         try:
             if own_reader is not None:  # e.g. S3D's square crop, made by the ffmpeg binary as its references did
                 dec = own_reader(path, policy, ctx=self.decode_device)
             else:
-                dec = read_video(path, policy, short_side=short, ctx=self.decode_device)
+                dec = read_video(path, policy, ctx=self.decode_device, aspect=self.aspect,
+                                 resize=decoder_resize(self.preprocess, self.fast_resize))
         except VideoError as e:
             return DecodedUnits(vid, None, None, None, error=(e.reason, e.detail))
         except VideoInterrupted:  # ffmpeg stopped from outside: not the video's fault, the task fails
@@ -95,12 +92,24 @@ class _VideoDataset(Dataset):
         sel = dec.selection
         mask = np.ones(len(frames), bool) if sel.mask is None else np.asarray(sel.mask, bool)
         times = np.asarray(sel.times_s, np.float64)
+        pad = np.asarray(sel.indices) < 0  # padding frames: zero model input, as the references pad
         if self.unit == "clip" and frames.ndim == 4:
             # a clip model fed by a frame policy (TVTSv2's 12 frames): the whole selection is one clip
-            frames, mask, times = frames[None], np.array([bool(mask.any())]), times[:1]
-        units = self.preprocess(frames)
+            frames, mask, times, pad = frames[None], np.array([bool(mask.any())]), times[:1], pad[None]
+        units = self.preprocess(frames, pad=pad)
         n_frames = int(np.prod(frames.shape[: frames.ndim - 3]))
-        return DecodedUnits(vid, units, times, mask, num_frames=n_frames)
+        return DecodedUnits(vid, units, times, mask, num_frames=n_frames, indices=np.asarray(sel.indices))
+
+
+def decoder_resize(pre: Preprocess, fast_resize: bool = False) -> Callable[[int, int], tuple[int, int]] | None:
+    """What the decoder should resize to, as a function (display height, width) -> (w, h); None: native size.
+
+    Only where that gives the reference's pixels: the "decoder" backend (the reference resized with ffmpeg's
+    swscale too). extract.fast_resize also lets the decoder resize (bilinear) for the other backends, trading
+    exactness for speed; the backend then sees frames that already have its target size."""
+    if pre.backend == "decoder" or fast_resize:
+        return lambda h, w: pre.target_size(h, w)[::-1]
+    return None
 
 
 def usable_decode_workers(requested: int) -> int:
@@ -162,6 +171,7 @@ def run_engine(
     progress: Callable[[int, int], None] | None = None,
     fast_resize: bool = False,
     decode_device: str = "cpu",
+    aspect: str = "stored",
 ) -> dict[str, float]:
     """Encode `videos` ((id, path) pairs, or (id, path, {policy overrides}) for segments); call
     on_video(id, unit_feats, times, mask, pooled) in input order.
@@ -171,7 +181,7 @@ def run_engine(
     """
     decode_workers = usable_decode_workers(decode_workers)
     dataset = _VideoDataset(videos, policy_spec, model.preprocess(), unit=model.unit, fast_resize=fast_resize,
-                            decode_device=decode_device)
+                            decode_device=decode_device, aspect=aspect)
     loader = DataLoader(
         dataset,
         batch_size=None,

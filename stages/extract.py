@@ -94,7 +94,7 @@ def bank_video_items(cfg: dict) -> list[tuple[str, str]]:
 
 
 def sampling_spec(cfg: dict) -> dict:
-    info = model_config(cfg["model"]["name"])
+    info = model_config(cfg["model"]["name"], cfg["model"].get("protocol"))
     spec = cfg["model"]["sampling"] or info.sampling
     if isinstance(spec, str):
         spec = {"policy": spec}
@@ -105,11 +105,15 @@ def sampling_spec(cfg: dict) -> dict:
 
 def _model_params(cfg: dict) -> dict:
     m = cfg["model"]
+    aspect = cfg["extract"].get("aspect", "auto")
     w = m["weights"]
     paths = [w] if isinstance(w, str) else list((w or {}).values())
     sigs = [file_signature(x) for x in paths if x and Path(x).exists()]
+    info = model_config(m["name"], m.get("protocol"))
+    # the protocol's preprocessing and aspect are part of what the features are: a change re-extracts
     return {"model": m["name"], "weights": w, "weights_sig": sigs, "allow_random": m["allow_random"],
-            "allow_torchscript": m["allow_torchscript"]}
+            "allow_torchscript": m["allow_torchscript"], "protocol": info.protocol,
+            "preprocess": dict(info.preprocess), "aspect": info.aspect if aspect == "auto" else aspect}
 
 
 def _upstream(cfg: dict) -> str:
@@ -127,10 +131,11 @@ def plan(cfg: dict, layout: Layout) -> list[Task]:
     spec = sampling_spec(cfg)
     videos = segment_items(cfg, layout, spec) if e["segments"] else input_videos(cfg, layout)
     n_shards = max(1, min(int(e["shards"]), max(1, len(videos))))
-    runtime = {"device": e["device"], "amp": e["amp"], "decode_workers": e["decode_workers"], "threads": e["threads"],
+    runtime = {"device": e["device"], "decode_workers": e["decode_workers"], "threads": e["threads"],
                "decode_device": e["decode_device"]}
+    # precision changes the features (bf16 autocast moves LocVTP's output by ~2e-2): part of the fingerprint
     common = {**_model_params(cfg), "sampling": spec, "upstream": _upstream(cfg), "dtype": e["dtype"],
-              "fast_resize": e["fast_resize"], "segments": e["segments"]}
+              "fast_resize": e["fast_resize"], "segments": e["segments"], "amp": e["amp"]}
     tasks = []
     for k, chunk in enumerate(np.array_split(np.arange(len(videos)), n_shards)):
         params = {
@@ -180,9 +185,10 @@ def resolve_device(device: str) -> str:
 def _load(task: Task):
     p, r = task.params, task.runtime
     device = resolve_device(r.get("device", "auto"))
-    amp = None if r.get("amp", "none") == "none" else r.get("amp")
+    amp = p.get("amp", r.get("amp", "auto"))
+    amp = None if amp in ("none", "fp32") else amp
     model = load_model(p["model"], weights=p["weights"], device=device, amp_dtype=amp, allow_random=p["allow_random"],
-                       allow_torchscript=p.get("allow_torchscript", False))
+                       allow_torchscript=p.get("allow_torchscript", False), protocol=p.get("protocol"))
     if getattr(model, "random_weights", False):
         log.warning("model %s runs with RANDOM weights: its features mean nothing (plumbing check only)", p["model"])
     return model, device
@@ -196,6 +202,10 @@ def _attrs(task: Task, model, extra: dict | None = None) -> dict:
         "sampling": p["sampling"],
         "fingerprint": task.fingerprint,
         "random_weights": bool(getattr(model, "random_weights", False)),
+        "protocol": model.info.protocol,
+        "precision": model.precision,  # what the forward passes ran in (fp32 on the CPU whatever was asked)
+        "aspect": p.get("aspect", model.info.aspect),
+        "preprocess": model.preprocess().describe(),
         **(extra or {}),
     }
 
@@ -237,6 +247,7 @@ def _run_videos(task: Task) -> Result:
                     progress=bar.advance,
                     fast_resize=bool(p.get("fast_resize", False)),
                     decode_device=task.runtime.get("decode_device", "cpu"),
+                    aspect=p.get("aspect", model.info.aspect),
                 )
             written = len(writer)
         finally:

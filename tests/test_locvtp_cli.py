@@ -42,6 +42,10 @@ def test_extract_locvtp_and_export_original_layout(tmp_path):
         with VideoStore(tmp_path / "locvtp.h5") as s:  # the export holds exactly the store's clip features
             np.testing.assert_array_equal(a[:, 0, :], s.get("a/clip one").unit_features)
             np.testing.assert_array_equal(s.get("b").unit_times_s, [0.0])
+            # what the features are made of is recorded: protocol, precision actually run, geometry, pixel aspect
+            assert (s.attrs["protocol"], s.attrs["precision"], s.attrs["aspect"]) == ("default", "fp32", "stored")
+            pre = s.attrs["preprocess"]
+            assert (pre["backend"], pre["interpolation"], pre["antialias"], pre["size"]) == ("torch", "bilinear", False, 112)
     with h5py.File(tmp_path / "locvtp.text.h5", "r") as f:
         assert f["pooled"].shape == (2, 256)
     failed = pd.read_csv(tmp_path / "locvtp.locvtp.failed.csv", dtype=str)

@@ -45,7 +45,9 @@ def test_bundled_ffmpeg_has_libx264():
         (720, 1280, "none", False, (224, 398)),  # portrait: short side (width) becomes 224
         (720, 1280, "none", True, (224, 126)),  # CLIP4Clip's bug: portrait squashed below 224
         (1280, 720, "none", True, (398, 224)),
-        (97, 63, "none", False, (344, 224)),  # 224 * 97 / 63 = 344.9 -> nearest even 344
+        (97, 63, "none", False, (344, 224)),  # 224 * 97 / 63 = 344.9 -> even, rounded down: 344
+        (176, 144, "none", False, (272, 224)),  # 273.8 -> 272, as CLIP4Clip's trunc(224*a/2)*2 (round gave 274)
+        (240, 320, "none", False, (224, 298)),  # portrait: 298.7 -> 298, torchvision truncates the long side
         (1280, 720, "center", False, (224, 224)),
         (720, 1280, "square", False, (224, 224)),
         (224, 224, "none", False, (224, 224)),
@@ -55,10 +57,12 @@ def test_output_size(w, h, crop, legacy, expected):
     assert output_size(w, h, 224, crop, legacy) == expected
 
 
-def test_round_to_even_rule():
-    # 640x360 -> 398.2 -> 398; 480x270 at 112 -> 199.1 -> 200 (nearest even, not round-down 198)
-    assert output_size(480, 270, 112) == (200, 112)
+def test_truncate_to_even_rule():
+    # 480x270 at 112 -> 199.1 -> 198: the long side is rounded down to even, as CLIP4Clip's expression does
+    # for landscape video and torchvision's Resize truncates (rounding would give 200)
+    assert output_size(480, 270, 112) == (198, 112)
     assert output_size(480, 270, 112, legacy_scale=True) == (198, 112)
+    assert output_size(270, 480, 112) == (112, 198)  # portrait alike (the legacy expression squashes it)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +94,7 @@ def test_portrait_odd_and_legacy(src, tmp_path):
     i = compress_video(src["portrait"], tmp_path / "pl.mp4", size=32, legacy_scale=True)
     assert (i["width"], i["height"]) == (32, 20)  # squashed, as CLIP4Clip does
     i = compress_video(src["odd"], tmp_path / "o.mp4", size=32)
-    assert (i["width"], i["height"]) == (50, 32)
+    assert (i["width"], i["height"]) == (48, 32)  # 32 * 97 / 63 = 49.3 -> 48 (even, rounded down)
 
 
 def test_crops(src, tmp_path):

@@ -19,94 +19,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Frame preprocessing as plain data, so it pickles into decode worker processes.
-
-    size:    target side length (square output `size` x `size` unless crop == "none").
-    resize:  "short" (short side -> resize_to, aspect kept) or "exact" (both sides -> size, aspect lost).
-    resize_to: short-side length before cropping (defaults to `size`).
-    crop:    "center" (centre crop size x size) or "none".
-    interpolation: "bicubic", "bilinear" or "nearest".
-    mean/std: per-channel normalisation after scaling to [0, 1]; None leaves values in [0, 1].
-    """
-
-    size: int = 224
-    resize: str = "short"
-    resize_to: int | None = None
-    crop: str = "center"
-    interpolation: str = "bicubic"
-    mean: tuple[float, float, float] | None = CLIP_MEAN
-    std: tuple[float, float, float] | None = CLIP_STD
-
-    def __post_init__(self) -> None:
-        if self.resize not in ("short", "exact"):
-            raise ValueError(f"Preprocess.resize must be 'short' or 'exact', got {self.resize!r}")
-        if self.crop not in ("center", "none"):
-            raise ValueError(f"Preprocess.crop must be 'center' or 'none', got {self.crop!r}")
-        if self.interpolation not in ("bicubic", "bilinear", "nearest"):
-            raise ValueError(f"Preprocess.interpolation must be bicubic, bilinear or nearest, got {self.interpolation!r}")
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 RGB [U, H, W, 3] or [U, L, H, W, 3] -> float32 [U, 3, h, w] or [U, 3, L, h, w]."""
-        if frames.dtype != np.uint8 or frames.shape[-1] != 3 or frames.ndim not in (4, 5):
-            raise ValueError(f"expected uint8 RGB frames [U,H,W,3] or [U,L,H,W,3], got {frames.dtype} {frames.shape}")
-        clip_len = frames.shape[1] if frames.ndim == 5 else None
-        flat = frames.reshape((-1,) + frames.shape[-3:])
-        x = torch.from_numpy(np.ascontiguousarray(flat)).permute(0, 3, 1, 2).float()  # [N, 3, H, W], 0..255
-        x = self._resize(x)
-        if self.crop == "center":
-            x = _center_crop(x, self.size)
-        x = x.clamp_(0, 255).div_(255.0)
-        if self.mean is not None:
-            mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-            std = torch.tensor(self.std).view(1, 3, 1, 1)
-            x = (x - mean) / std
-        # C order always: the permute above leaves x channels-last, and a model's conv takes another code path
-        # (other float roundings) on such input than on the C-ordered copy a decode worker's pickling makes
-        out = np.ascontiguousarray(x.numpy(), dtype=np.float32)
-        if clip_len is not None:
-            u = frames.shape[0]
-            out = out.reshape(u, clip_len, 3, out.shape[-2], out.shape[-1]).transpose(0, 2, 1, 3, 4)
-            out = np.ascontiguousarray(out)
-        return out
-
-    def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if self.resize == "exact":
-            th, tw = self.size, self.size
-        else:
-            target = self.resize_to or self.size
-            if h <= w:
-                th, tw = target, max(1, int(round(w * target / h)))
-            else:
-                th, tw = max(1, int(round(h * target / w))), target
-        if (th, tw) == (h, w):
-            return x
-        mode = self.interpolation
-        kwargs: dict[str, Any] = {}
-        if mode in ("bicubic", "bilinear"):
-            kwargs = {"align_corners": False, "antialias": True}
-        return F.interpolate(x, size=(th, tw), mode=mode, **kwargs)
-
-
-def _center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    if h < size or w < size:  # pad like torchvision's CenterCrop would
-        ph, pw = max(0, size - h), max(0, size - w)
-        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-        h, w = x.shape[-2:]
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
-    return x[..., top : top + size, left : left + size]
+from stages.backbones.preprocess import (  # noqa: F401 - re-exported: the preprocessing lives beside the interface
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocess,
+)
 
 
 def as_float_tensor(units: Any, ndim: int, what: str) -> torch.Tensor:
@@ -139,6 +59,10 @@ class ModelInfo:
     files: dict = field(default_factory=dict)  # name -> description of a local file the model needs
     params: dict = field(default_factory=dict)  # family-specific architecture parameters
     description: str = ""
+    precision: str = "fp32"  # what the reference ran on CUDA: fp32, or fp16 / bf16 (autocast); CPU is always fp32
+    aspect: str = "stored"  # stored: frames as the stream stores its pixels (every reference) | display: SAR-corrected
+    protocol: str = "default"  # the protocol whose sampling/preprocess/precision/aspect these are
+    protocols: dict = field(default_factory=dict)  # name -> description of the other selectable protocols
 
 
 class VideoTextModel(abc.ABC):
@@ -202,6 +126,13 @@ class VideoTextModel(abc.ABC):
         with torch.inference_mode(), self.autocast():
             out = forward(x)
         return out.float().cpu()
+
+    @property
+    def precision(self) -> str:
+        """The precision the forward passes run in: "fp32", or "fp16"/"bf16" autocast (CUDA only)."""
+        if self.device.type == "cuda" and self.amp_dtype in ("bf16", "fp16"):
+            return self.amp_dtype
+        return "fp32"
 
     def autocast(self):
         """Autocast on CUDA when amp_dtype is set ("bf16"/"fp16"); a no-op context on CPU."""

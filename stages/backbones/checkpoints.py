@@ -182,7 +182,7 @@ def preprocess_from_config(cfg: Mapping[str, Any]) -> Preprocess:
     """Preprocess from a model YAML's `preprocess` mapping. mean/std may be lists, null, or the names
     "clip" / "imagenet" (as `stats: clip`, or `mean: clip` with std omitted)."""
     cfg = dict(cfg)
-    allowed = {"size", "resize", "resize_to", "crop", "interpolation", "mean", "std", "stats"}
+    allowed = {"size", "resize", "resize_to", "crop", "interpolation", "mean", "std", "stats", "backend", "antialias"}
     unknown = set(cfg) - allowed
     if unknown:
         raise VtpipeError(f"preprocess: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -199,4 +199,7 @@ def preprocess_from_config(cfg: Mapping[str, Any]) -> Preprocess:
             cfg[k] = tuple(float(x) for x in cfg[k])
     if ("mean" in cfg) != ("std" in cfg) or ((cfg.get("mean") is None) != (cfg.get("std") is None)):
         raise VtpipeError("preprocess: give both mean and std (or neither)")
-    return Preprocess(**cfg)
+    try:
+        return Preprocess(**cfg)
+    except ValueError as e:
+        raise VtpipeError(f"preprocess: {e}") from None

@@ -32,7 +32,12 @@ FAMILIES: dict[str, str] = {
 
 RANDOM_WEIGHTS_SEED = 0
 
-_INFO_KEYS = {"name", "family", "embed_dim", "unit", "sampling", "preprocess", "files", "params", "description"}
+_INFO_KEYS = {"name", "family", "embed_dim", "unit", "sampling", "preprocess", "files", "params", "description",
+              "precision", "aspect", "protocol", "protocols"}
+# what a protocol may change: how frames are chosen and turned into input, and the precision the reference ran
+PROTOCOL_KEYS = {"description", "sampling", "preprocess", "precision", "aspect"}
+PRECISIONS = ("fp32", "fp16", "bf16")
+ASPECTS = ("stored", "display")
 
 
 def configs_root() -> Path:
@@ -52,8 +57,13 @@ def list_models() -> list[ModelInfo]:
     return [model_config(p.stem) for p in sorted(_models_dir().glob("*.yaml"))]
 
 
-def model_config(name: str) -> ModelInfo:
-    """The ModelInfo of a registered model; an unknown name raises ConfigError listing the known ones."""
+def model_config(name: str, protocol: str | None = None) -> ModelInfo:
+    """The ModelInfo of a registered model under one of its protocols (None: the YAML's default one, named by
+    its `protocol` key). An unknown model or protocol raises ConfigError listing the known ones.
+
+    A model YAML's top level describes its default protocol; `protocols: {name: {...}}` lists others, each
+    overriding some of description / sampling / preprocess / precision / aspect (e.g. TVTSv2's extraction
+    script vs its zero-shot evaluation)."""
     path = _models_dir() / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in _models_dir().glob("*.yaml"))) or "(none)"
@@ -73,7 +83,33 @@ def model_config(name: str) -> ModelInfo:
         raise ConfigError(f"{path}: unknown family {raw['family']!r}; known: {sorted(FAMILIES)}")
     if raw.get("unit", "frame") not in ("frame", "clip"):
         raise ConfigError(f"{path}: unit must be 'frame' or 'clip', got {raw['unit']!r}")
+    raw.setdefault("protocol", "default")
+    protocols = dict(raw.get("protocols") or {})
+    for pname, over in protocols.items():
+        bad = set(over or {}) - PROTOCOL_KEYS
+        if bad:
+            raise ConfigError(f"{path}: protocol {pname!r}: unknown key(s) {sorted(bad)}; allowed: {sorted(PROTOCOL_KEYS)}")
+    default_name = raw["protocol"]
+    if protocol is not None and protocol != default_name:
+        if protocol not in protocols:
+            known = ", ".join([default_name, *protocols])
+            raise ConfigError(f"model {name!r} has no protocol {protocol!r}; its protocols: {known}")
+        raw.update(protocols[protocol] or {})
+        raw["protocol"] = protocol
+    raw["protocols"] = {k: (v or {}).get("description", "") for k, v in protocols.items() if k != raw["protocol"]}
+    if raw["protocol"] != default_name:
+        raw["protocols"][default_name] = "the model's default protocol"
+    if raw.get("precision", "fp32") not in PRECISIONS:
+        raise ConfigError(f"{path}: precision must be one of {PRECISIONS}, got {raw['precision']!r}")
+    if raw.get("aspect", "stored") not in ASPECTS:
+        raise ConfigError(f"{path}: aspect must be one of {ASPECTS}, got {raw['aspect']!r}")
     return ModelInfo(**raw)
+
+
+def protocol_names(name: str) -> list[str]:
+    """The protocols of a registered model, its default first."""
+    info = model_config(name)
+    return [info.protocol, *info.protocols]
 
 
 def load_model(
@@ -83,16 +119,20 @@ def load_model(
     amp_dtype: str | None = None,
     allow_random: bool = False,
     allow_torchscript: bool = False,
+    protocol: str | None = None,
 ) -> VideoTextModel:
     """Build a registered model and load its weights from local paths.
 
     Pickled checkpoints load with torch.load(weights_only=True); a TorchScript archive (OpenAI's CLIP .pt
     files) only with allow_torchscript=True, since loading one runs the code inside it.
 
+    `protocol` selects one of the model's protocols (None: its default); amp_dtype "auto" means the
+    protocol's reference precision (`precision` in the YAML).
+
     `weights` is either one path (the model's first file, usually the checkpoint) or a mapping from the
     file names declared in the model YAML to paths.
     """
-    info = model_config(name)
+    info = model_config(name, protocol)
     files = list(info.files)
     if weights is None:
         paths: dict[str, str | None] = {}
@@ -108,6 +148,10 @@ def load_model(
     for key, p in paths.items():
         if p is not None and not Path(p).exists():
             raise ConfigError(f"model {name!r}: {key} file {p!r} does not exist")
+    if amp_dtype == "auto":
+        amp_dtype = None if info.precision == "fp32" else info.precision
+    elif amp_dtype == "none":
+        amp_dtype = None
     module_name, func_name = FAMILIES[info.family].split(":")
     loader = getattr(importlib.import_module(module_name), func_name)
     # Random weights (allow_random) are drawn from a fixed seed, so every process of a run, and every re-run,

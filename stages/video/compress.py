@@ -5,12 +5,19 @@ chain that drops frames first and then scales/crops the few that remain, libx264
 The output size is computed here from the probed display size (ffmpeg autorotates before the filters, so a
 phone video with a 90 degree display matrix comes out upright, with no display matrix left):
 
-* crop="none":   short side -> `size`, long side -> round-to-even(size * long / short) (correct for portrait).
+* crop="none":   short side -> `size`, long side -> size * long / short rounded down to an even number (as
+  CLIP4Clip's expression does for landscape video, and correct for portrait).
   legacy_scale=True reproduces CLIP4Clip's expression instead, which is BUGGY for portrait video: with
   a = w/h it makes (trunc(size*a/2)*2, size) when a > 1, else (size, trunc(size*a/2)*2), squashing portrait
   frames to a height below `size`. Use it only to reproduce old results.
 * crop="center": short side -> `size`, then a centred size x size crop.
 * crop="square": VT-TWINS: a centred square crop of side min(w, h), then scaled to size x size.
+
+Anamorphic sources (sample aspect ratio != 1, e.g. 176x144 at SAR 128:117): aspect="stored" (the default)
+scales the stored pixels uniformly and keeps the pixel aspect ratio in the output (ffmpeg's scale filter
+carries it), as CLIP4Clip's script does, so readers see the stored pixels scaled (what every reference
+reader works on) and players show the right shape; aspect="display" resizes to the display aspect ratio
+(width times the SAR) and writes square pixels (SAR 1:1).
 
 The fps filter runs with round=up, so frame k of the output is exactly unit k of the 'fps' sampling policy
 on the source (the last frame whose timestamp <= k / fps), for 29.97 fps and variable frame rate alike.
@@ -36,6 +43,7 @@ from stages.video.ffmpeg import file_url, has_encoder, run_ffmpeg
 from stages.video.probe import VideoInfo, probe_video, short_side_size
 
 CROPS = ("none", "center", "square")
+ASPECTS = ("stored", "display")
 # encoders in order of preference; the first one the ffmpeg build has is used
 ENCODERS = ("libx264", "libopenh264", "mpeg4")
 
@@ -51,22 +59,37 @@ def output_size(width: int, height: int, size: int, crop: str = "none", legacy_s
     return short_side_size(width, height, size, even=True)
 
 
-def filter_chain(info_w: int, info_h: int, fps: float, size: int, crop: str, legacy_scale: bool) -> str:
-    """The -vf graph: frame-rate drop first (cheap), then crop/scale on the frames that are left."""
+def filter_chain(info_w: int, info_h: int, fps: float, size: int, crop: str, legacy_scale: bool,
+                 sar: Fraction = Fraction(1), aspect: str = "stored") -> str:
+    """The -vf graph: frame-rate drop first (cheap), then crop/scale on the frames that are left.
+
+    info_w x info_h: the display-oriented stored size; sar: its pixel aspect ratio (display orientation)."""
+    if aspect not in ASPECTS:
+        raise ConfigError(f"compress aspect must be one of {ASPECTS}, got {aspect!r}")
+    display = aspect == "display" and sar != 1
+    # the geometry is computed on the picture as it should look: stored pixels, or display-corrected ones
+    gw = Fraction(info_w) * sar if display else info_w
     rate = Fraction(fps).limit_denominator(1001)
     # round=up: output frame k is the last input frame with timestamp <= k/fps (exact rational arithmetic),
     # i.e. exactly the 'fps' sampling policy; the default round=near would take later, centred frames
     parts = [f"fps={rate.numerator}/{rate.denominator}:round=up"]
     if crop == "square":
-        side = min(info_w, info_h)
-        parts += [f"crop={side}:{side}", f"scale={size}:{size}"]
+        if display:  # a square as displayed: min(display w, h), its stored width divided by the SAR
+            side = min(gw, Fraction(info_h))
+            cw, ch = max(1, math.floor(side / sar + Fraction(1, 2))), max(1, math.floor(side + Fraction(1, 2)))
+            parts += [f"crop={cw}:{ch}", f"scale={size}:{size}"]
+        else:
+            side = min(info_w, info_h)
+            parts += [f"crop={side}:{side}", f"scale={size}:{size}"]
     elif crop == "center":
-        w, h = short_side_size(info_w, info_h, size, even=True)
+        w, h = short_side_size(gw, info_h, size, even=True)
         parts += [f"scale={w}:{h}", f"crop={size}:{size}"]
     else:
-        w, h = output_size(info_w, info_h, size, "none", legacy_scale)
+        w, h = output_size(gw, info_h, size, "none", legacy_scale)
         parts += [f"scale={w}:{h}"]
-    parts += ["setsar=1", "format=yuv420p"]
+    if display or sar == 1:
+        parts += ["setsar=1"]
+    parts += ["format=yuv420p"]
     return ",".join(parts)
 
 
@@ -128,6 +151,7 @@ def compress_video(
     *,
     preset: str = "superfast",
     encoder: str | None = None,
+    aspect: str = "stored",
 ) -> dict[str, Any]:
     """Re-encode `src` into the mp4 `dst` (see the module docstring). Returns an info dict:
     {"src": {...probe facts...}, "width", "height", "frames", "fps", "duration_s", "encoder", "preset", "crf",
@@ -140,6 +164,7 @@ def compress_video(
     "faster" ~1.5x, CLIP4Clip's x264 default "medium" ~2x). CRF sets the quality; slower presets mostly
     give smaller files.
     threads: decoder and encoder threads per video (1 suits one worker per core; 0 = ffmpeg decides).
+    aspect: "stored" or "display", for anamorphic sources (see the module docstring).
     """
     _check_params(fps, size, crop, crf, threads)
     enc = pick_encoder(encoder)
@@ -147,7 +172,8 @@ def compress_video(
     src_info: VideoInfo = probe_video(src, timeout=timeout)
     if src_info.num_frames == 0:
         raise VideoError("too_short", "the video stream has no frames", str(src))
-    vf = filter_chain(src_info.display_width, src_info.display_height, fps, size, crop, legacy_scale)
+    vf = filter_chain(src_info.display_width, src_info.display_height, fps, size, crop, legacy_scale,
+                      sar=src_info.display_sar, aspect=aspect)
     dst = Path(dst)
     thread_args = ["-threads", str(threads)]
     with atomic_path(dst) as tmp:
@@ -190,6 +216,8 @@ def compress_video(
         "crf": crf if enc == "libx264" else None,
         "crop": crop,
         "legacy_scale": legacy_scale,
+        "aspect": aspect,
+        "sar": f"{out_info.sar.numerator}:{out_info.sar.denominator}",
         "filter": vf,
         "bytes": nbytes,
         "seconds": round(time.perf_counter() - t0, 4),

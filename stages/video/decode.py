@@ -4,11 +4,10 @@ read_video(path, policy, short_side=224) probes the file (stages.video.probe: ba
 before any decoder touches it), asks the policy for its units using the exact frame timestamps, then
 decodes each needed frame once, in increasing order: decord seeks only when the next wanted frame lies in a
 later GOP and otherwise decodes forward, so dense sampling (3 fps out of 30) costs one sequential pass,
-close to `ffmpeg -i X -f null -`. Frames are resized inside the decoder when short_side/size is given; that
-resize is BILINEAR (decord's scaler = ffmpeg swscale with flags=bilinear). Where a backbone's reference
-preprocessing resizes bicubically from full-size frames (CLIP: short side 224 bicubic), decode at the native
-size (short_side=None) or a larger short side and let the backbone transform resize, if bit-faithfulness to
-the reference matters more than speed.
+close to `ffmpeg -i X -f null -`. Frames are resized inside the decoder when short_side/size/resize is
+given; that resize is BILINEAR (decord's scaler = ffmpeg swscale with flags=bilinear), which equals only the
+references that resize with ffmpeg themselves. The extract engine therefore asks for decoder resizing only for
+a Preprocess with backend "decoder" (stages.backbones.preprocess); the others get native-size frames.
 
 Output frames are RGB uint8, in display orientation: decord applies the container's display-matrix
 rotation exactly as ffmpeg's autorotate does (so read_video(raw) and read_video(compress_video(raw)) agree
@@ -22,7 +21,7 @@ import os
 import subprocess
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -84,10 +83,17 @@ def frame_timestamps(path: str | os.PathLike) -> np.ndarray:
     return probe_video(path).timestamps_s
 
 
-def _output_size(info: VideoInfo, short_side: int | None, size: tuple[int, int] | None) -> tuple[int, int]:
+def _output_size(info: VideoInfo, short_side: int | None, size: tuple[int, int] | None,
+                 resize: Callable[[int, int], tuple[int, int]] | None = None, aspect: str = "stored") -> tuple[int, int]:
     """(width, height) to ask the decoder for, in display orientation; (-1, -1) = native."""
-    if size is not None and short_side is not None:
-        raise ConfigError("give read_video either short_side or size, not both")
+    if sum(x is not None for x in (short_side, size, resize)) > 1:
+        raise ConfigError("give read_video one of short_side, size or resize, not several")
+    if aspect not in ("stored", "display"):
+        raise ConfigError(f"read_video aspect must be 'stored' or 'display', got {aspect!r}")
+    aw, ah = info.aspect_size(aspect)
+    if resize is not None:
+        w, h = resize(ah, aw)
+        return int(w), int(h)
     if size is not None:
         w, h = (int(size[0]), int(size[1]))
         if w <= 0 or h <= 0:
@@ -96,7 +102,9 @@ def _output_size(info: VideoInfo, short_side: int | None, size: tuple[int, int] 
     if short_side is not None:
         if int(short_side) <= 0:
             raise ConfigError(f"read_video short_side must be > 0, got {short_side!r}")
-        return short_side_size(info.display_width, info.display_height, int(short_side))
+        return short_side_size(aw, ah, int(short_side))
+    if (aw, ah) != (info.display_width, info.display_height):
+        return aw, ah  # aspect "display": the stored pixels stretched to the display aspect ratio
     return -1, -1
 
 
@@ -165,11 +173,17 @@ def read_video(
     threads: int = 0,
     min_frames: int = 1,
     info: VideoInfo | None = None,
+    resize: Callable[[int, int], tuple[int, int]] | None = None,
+    aspect: str = "stored",
 ) -> DecodedVideo:
     """Decode the units `policy` selects from `path`.
 
     short_side: resize inside the decoder so the short side has this many pixels (aspect kept, long side
-    rounded half up); size=(w, h): resize to exactly w x h (aspect not kept); neither: native size.
+    truncated as torchvision does); size=(w, h): resize to exactly w x h (aspect not kept);
+    resize: a function (height, width) -> (w, h) of the output size (Preprocess.target_size, reversed);
+    none of them: native size. aspect: "stored" (the stream's pixels, what every reference reader sees) or
+    "display" (stretched by the sample aspect ratio to what a person sees; the stretch is the decoder's
+    bilinear resize).
     ctx: 'cpu' or 'gpu'/'cuda[:N]' (falls back to the CPU with a warning when decord has no CUDA).
     threads: decoder threads (0 = decord's default, all cores). min_frames: fewer frames -> 'too_short'.
     Raises VideoError (reason: missing, unreadable, empty_file, not_a_video, no_video_stream, truncated,
@@ -182,7 +196,7 @@ def read_video(
     warnings = list(info.warnings)
     if info.num_frames < max(1, min_frames):
         raise VideoError("too_short", f"{info.num_frames} frame(s), need at least {max(1, min_frames)}", spath)
-    width, height = _output_size(info, short_side, size)
+    width, height = _output_size(info, short_side, size, resize, aspect)
     vr, device = open_reader(spath, width, height, threads, ctx)
     try:
         ts, end_s, exact = _timestamps(info, vr, warnings)

@@ -48,6 +48,7 @@ class VideoInfo:
     end_pts: int  # pts + duration of the last frame in presentation order (the stream's end)
     has_audio: bool = False
     file_size: int = 0
+    sar: Fraction = Fraction(1)  # sample (pixel) aspect ratio of the stored pixels; 1 when unset
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -57,6 +58,21 @@ class VideoInfo:
     @property
     def display_height(self) -> int:
         return self.width if self.rotation in (90, 270) else self.height
+
+    @property
+    def display_sar(self) -> Fraction:
+        """The pixel aspect ratio in display orientation (a 90/270 degree rotation swaps it)."""
+        return 1 / self.sar if self.rotation in (90, 270) else self.sar
+
+    def aspect_size(self, aspect: str = "stored") -> tuple[int, int]:
+        """(w, h) in display orientation: the stored pixels ("stored", what every reference reader sees), or
+        corrected to the display aspect ratio ("display", what a person sees: width times the SAR, rounded)."""
+        w, h = self.display_width, self.display_height
+        if aspect == "stored" or self.display_sar == 1:
+            return w, h
+        if aspect != "display":
+            raise ValueError(f"aspect must be 'stored' or 'display', got {aspect!r}")
+        return max(1, math.floor(w * self.display_sar + Fraction(1, 2))), h
 
     @property
     def timestamps_s(self) -> np.ndarray:
@@ -91,6 +107,7 @@ class VideoInfo:
             "rotation": self.rotation,
             "display_width": self.display_width,
             "display_height": self.display_height,
+            "sar": f"{self.sar.numerator}:{self.sar.denominator}",
             "fps": round(self.fps, 6),
             "duration_s": round(self.duration_s, 6),
             "stream_duration_s": round(self.stream_duration_s, 6),
@@ -138,6 +155,7 @@ _RE_STREAM = re.compile(r"^\s*Stream #0:(\d+)[^:]*:\s*(Video|Audio|Subtitle|Data
 _RE_SIZE = re.compile(r"(?:,|\s)(\d{1,6})x(\d{1,6})(?:[\s,\[]|$)")
 _RE_FPS = re.compile(r"([\d.]+)(k?) fps")
 _RE_TBR = re.compile(r"([\d.]+)(k?) tbr")
+_RE_SAR = re.compile(r"\[SAR (\d+):(\d+) DAR \d+:\d+\]")
 _RE_ROT = re.compile(r"display\s*matrix:\s*rotation of\s*(-?[\d.]+)\s*degrees", re.I)
 _RE_TB = re.compile(r"^#tb 0:\s*(\d+)/(\d+)")
 
@@ -226,6 +244,8 @@ def probe_video(path: str | os.PathLike, timeout: float | None = 300) -> VideoIn
     width, height = int(msize.group(1)), int(msize.group(2))
     fps = _parse_rate(_RE_FPS.search(rest)) or _parse_rate(_RE_TBR.search(rest))
     rotation = int(round(rotation_deg / 90.0)) * 90 % 360
+    msar = _RE_SAR.search(rest)
+    sar = Fraction(int(msar.group(1)), int(msar.group(2))) if msar and int(msar.group(1)) > 0 and int(msar.group(2)) > 0 else Fraction(1)
 
     # ---- packets -------------------------------------------------------------------------------------------
     tb = None
@@ -296,20 +316,23 @@ def probe_video(path: str | os.PathLike, timeout: float | None = 300) -> VideoIn
         has_audio=has_audio,
         file_size=size,
         warnings=warnings,
+        sar=sar,
     )
 
 
-def short_side_size(width: int, height: int, short_side: int, even: bool = False) -> tuple[int, int]:
-    """(w, h) with the short side = short_side and the aspect ratio kept; the long side rounded half up
-    (to the nearest even number when even=True, as yuv420p encoding needs)."""
+def short_side_size(width, height, short_side: int, even: bool = False) -> tuple[int, int]:
+    """(w, h) with the short side = short_side and the aspect ratio kept; the long side truncated as
+    torchvision's ``Resize(int)`` does (``int(short_side * long / short)``), or rounded down to an even
+    number when even=True (yuv420p needs even sides; CLIP4Clip's compress script rounds down to even too).
+    width/height may be Fractions (a display size corrected by the pixel aspect ratio)."""
     if width <= 0 or height <= 0:
         raise ValueError(f"bad frame size {width}x{height}")
     if short_side <= 0:
         raise ValueError(f"short_side must be positive, got {short_side}")
     short, long_ = min(width, height), max(width, height)
-    exact = Fraction(short_side * long_, short)
-    if even:
-        new_long = max(2, 2 * math.floor(exact / 2 + Fraction(1, 2)))
+    if isinstance(width, int) and isinstance(height, int) and not even:
+        new_long = max(1, int(short_side * long_ / short))  # float arithmetic, exactly as torchvision
     else:
-        new_long = max(1, math.floor(exact + Fraction(1, 2)))
+        exact = Fraction(short_side) * Fraction(long_) / Fraction(short)
+        new_long = max(2, 2 * math.floor(exact / 2)) if even else max(1, math.floor(exact))
     return (new_long, short_side) if width >= height else (short_side, new_long)

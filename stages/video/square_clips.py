@@ -155,7 +155,9 @@ class SquareClipInput:
                             width=self.size, height=self.size, duration_s=float(info.end_s - info.timestamps_s[0]),
                             timestamps_exact=True, device="cpu", info=info, warnings=list(info.warnings))
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def __call__(self, frames: np.ndarray, pad: np.ndarray | None = None) -> np.ndarray:
+        """uint8 [U, (L,) size, size, 3] -> float32 /255, channels first. `pad` (the engine's padding mask) needs
+        no work: read_video already leaves padding frames all zero, as the loaders pad."""
         if frames.dtype != np.uint8 or frames.ndim not in (4, 5) or frames.shape[-3:] != (self.size, self.size, 3):
             raise ValueError(f"expected uint8 frames [U, (L,) {self.size}, {self.size}, 3], got {frames.dtype} {frames.shape}")
         x = frames.astype(np.float32) / np.float32(255.0)
