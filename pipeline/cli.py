@@ -192,9 +192,13 @@ def compress(input_path, output, fps, size, crop, workers, extensions, overwrite
 @click.option("--allow-random", is_flag=True, help="Without --weights, use random weights (plumbing checks only).")
 @click.option("--allow-torchscript", is_flag=True,
               help="Load a TorchScript archive (OpenAI's CLIP .pt files); loading one runs the code inside it.")
+@click.option("--allow-global", "allow_globals", multiple=True, metavar="MODULE.NAME",
+              help="Let the checkpoint's pickle hold objects of this class besides tensors (e.g. a trainer's "
+                   "argparse.Namespace); repeatable; only for files you trust. Without it such files are refused "
+                   "with the types named.")
 @click.option("--overwrite", is_flag=True, help="Redo shards made with another config.")
 def extract(model, weights, files, videos, captions, caption_format, output, shards, shard_index, num_shards, device,
-            batch_size, decode_workers, decode_device, allow_random, allow_torchscript, overwrite):
+            batch_size, decode_workers, decode_device, allow_random, allow_torchscript, allow_globals, overwrite):
     """Extract per-frame (or per-clip) and pooled video features, and caption features, into sharded HDF5.
 
     Each shard is one task writing OUTPUT/shard-NNNNN.h5 (captions: OUTPUT/text.h5); merge them with
@@ -210,7 +214,7 @@ def extract(model, weights, files, videos, captions, caption_format, output, sha
             "input": {"videos": str(Path(videos).resolve())},
             "dataset": {"captions": str(Path(captions).resolve()) if captions else None, "format": caption_format},
             "model": {"name": model, "weights": weight_files, "allow_random": allow_random,
-                      "allow_torchscript": allow_torchscript},
+                      "allow_torchscript": allow_torchscript, "allow_globals": list(allow_globals)},
             "extract": {"shards": shards, "device": device, "batch_size": batch_size, "decode_workers": decode_workers,
                         "decode_device": decode_device},
         })

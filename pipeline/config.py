@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "weights": None,  # path, or {file name: path}
         "allow_random": False,  # random weights when none are given (plumbing checks only)
         "allow_torchscript": False,  # load TorchScript archives (OpenAI CLIP .pt): they run code when loaded
+        "allow_globals": [],  # non-tensor types a pickled checkpoint may hold, e.g. [argparse.Namespace] (classes only)
         "sampling": None,  # override the model's default frame-sampling policy
     },
     "compress": {

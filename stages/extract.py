@@ -83,7 +83,8 @@ def _model_params(cfg: dict) -> dict:
     paths = [w] if isinstance(w, str) else list((w or {}).values())
     sigs = [file_signature(x) for x in paths if x and Path(x).exists()]
     return {"model": m["name"], "weights": w, "weights_sig": sigs, "allow_random": m["allow_random"],
-            "allow_torchscript": m["allow_torchscript"]}
+            "allow_torchscript": m["allow_torchscript"],
+            **({"allow_globals": list(m["allow_globals"])} if m.get("allow_globals") else {})}
 
 
 def _upstream(cfg: dict) -> str:
@@ -151,7 +152,7 @@ def _load(task: Task):
     device = resolve_device(r.get("device", "auto"))
     amp = None if r.get("amp", "none") == "none" else r.get("amp")
     model = load_model(p["model"], weights=p["weights"], device=device, amp_dtype=amp, allow_random=p["allow_random"],
-                       allow_torchscript=p.get("allow_torchscript", False))
+                       allow_torchscript=p.get("allow_torchscript", False), allow_globals=p.get("allow_globals", ()))
     if getattr(model, "random_weights", False):
         log.warning("model %s runs with RANDOM weights: its features mean nothing (plumbing check only)", p["model"])
     return model, device
