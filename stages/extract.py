@@ -166,8 +166,16 @@ def _attrs(task: Task, model, extra: dict | None = None) -> dict:
         "sampling": p["sampling"],
         "fingerprint": task.fingerprint,
         "random_weights": bool(getattr(model, "random_weights", False)),
+        "precision": precision(model),
         **(extra or {}),
     }
+
+
+def precision(model) -> str:
+    """What the forward passes ran in: "fp16-autocast" / "bf16-autocast" on CUDA with autocast, else "float32"."""
+    amp = getattr(model, "amp_dtype", None)
+    on_cuda = getattr(getattr(model, "device", None), "type", "cpu") == "cuda"
+    return f"{amp}-autocast" if on_cuda and amp else "float32"
 
 
 def set_threads(threads: int) -> None:
