@@ -93,7 +93,7 @@ DEFAULTS: dict[str, Any] = {
         "candidates": "exact",  # exact (every gallery item) | faiss (t2v top-k from the index stage's index)
         "candidates_k": 100,
         "v2t_gallery": "captions",  # multi-caption v2t: captions (collaborative-experts: best caption's rank) | videos (CLIP4Clip)
-        "similarity": "auto",  # auto (the model's: dp, or DRL's ti / wti token-wise) | dp | ti | wti
+        "similarity": "auto",  # auto (the model's: dp, or DRL's ti / wti token-wise) | dp | ti | wti | ucofia (UCoFiA three levels, SK-norm per level)
         "sk_norm": {"scale": 100.0, "n_iters": 4, "kernel": "float32", "max_error": 1e-6},
         "dsl": {"temperature": 1.0, "scale": 100.0},
         "qb_norm": {"beta": 20.0, "k": 1},
@@ -135,7 +135,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "evaluate.median": ("numpy", "torch"),
     "evaluate.v2t_gallery": ("captions", "videos"),
     "evaluate.candidates": ("exact", "faiss"),
-    "evaluate.similarity": ("auto", "dp", "ti", "wti"),
+    "evaluate.similarity": ("auto", "dp", "ti", "wti", "ucofia"),
     "evaluate.sk_norm.kernel": ("float32", "exact"),
     "dataset.kind": ("retrieval", "action"),
     "dataset.layout": ("class_dirs", "flat"),

@@ -32,7 +32,7 @@ STAGE = "evaluate"
 RETRIEVAL = ("t2v", "v2t")
 ACTION = ("zeroshot", "linear-probe")
 TASKS = RETRIEVAL + ACTION + ("crosstask",)
-SIMILARITIES = ("auto", "dp", "ti", "wti")
+SIMILARITIES = ("auto", "dp", "ti", "wti", "ucofia")
 
 
 def _sig(p: Path) -> dict | None:
@@ -234,6 +234,13 @@ def _run_retrieval(task: Task) -> Result:
     if mode == "dp":
         text_q, video_g, score_fn = data["captions"], videos, None
         bank = _load_bank(p["bank_features"], data["model"], data["videos"].shape[1])
+    elif mode == "ucofia":  # three levels, SK-norm per level inside (stages/ucofia_eval.py)
+        if use_index:
+            raise ConfigError("--candidates faiss cannot rank by UCoFiA's three-level similarity: use exact candidates")
+        from stages.ucofia_eval import ucofia_scorer
+
+        scorer, sim_info = ucofia_scorer(p, data, present)
+        text_q, video_g, score_fn, bank = scorer.ids(scorer.TEXT), scorer.ids(scorer.VIDEO), scorer, None
     else:
         if use_index:
             raise ConfigError(f"--candidates faiss ranks by the index's dot products; the store's model {data['model']!r} "
@@ -245,7 +252,7 @@ def _run_retrieval(task: Task) -> Result:
     res: dict = {"ranks": {}}
     if exact_dirs:
         res = evaluate_retrieval(
-            text_q, video_g, cap_to_row, rerank=p["rerank"], directions=exact_dirs,
+            text_q, video_g, cap_to_row, rerank="none" if mode == "ucofia" else p["rerank"], directions=exact_dirs,
             ties=p["ties"], median=p["median"], ks=tuple(p["ks"]), v2t_gallery=p["v2t_gallery"],
             bank_text_feats=bank, score_fn=score_fn, return_ranks=True, **kwargs,
         )
@@ -266,6 +273,8 @@ def _run_retrieval(task: Task) -> Result:
         })
         if sim_info:
             m["similarity_info"] = sim_info
+        if mode == "ucofia":
+            m["rerank"] = p["rerank"]  # applied per level before the average (similarity_info.sk_norm)
         m.setdefault("rerank", p["rerank"])
         out = Path(p["out_dir"]) / d
         ranks = np.asarray(res["ranks"][d])
@@ -306,6 +315,11 @@ def similarity_mode(model: str, requested: str = "auto"):
         if requested == "auto":
             return "dp", None
         raise
+    if info.family == "ucofia" or requested == "ucofia":  # UCoFiA's own three-level similarity
+        if info.family != "ucofia" or requested not in ("auto", "ucofia"):
+            raise ConfigError(f"evaluate.similarity={requested} does not apply to {model!r} (family {info.family!r}); "
+                              "ucofia features are scored with ucofia (or dp), and ucofia only scores them")
+        return "ucofia", info
     interaction = str(info.params.get("interaction", "dp")) if info.family == "clip4clip" else "dp"
     if requested == "auto":
         return (interaction if interaction in TOKEN_MODES else "dp"), info

@@ -453,3 +453,52 @@ def tvtsv2_seeded_state_dict(arch_cfg: Mapping[str, Any], seed: int) -> dict[str
 def tvtsv2_golden_inputs(seed: int, clips: int, frames: int, image: int) -> torch.Tensor:
     """Seeded clips [B, 3, T, H, W] in vtpipe's layout (roughly normalised pixel values)."""
     return torch.randn(clips, 3, frames, image, image, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# UCoFiA
+# ----------------------------------------------------------------------------------------------------------
+def ucofia_extra_shapes(dim: int, max_words: int = 32, max_frames: int = 12) -> dict[str, tuple[int, ...]]:
+    """UCoFiA's keys beyond CLIP4Clip seqTransf's: alignment matrices and the patch selector."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for k in ("global_mat_weight", "global_mat_weight_1", "local_mat_weight", "local_mat_weight1"):
+        shapes[k] = (dim, dim)
+    for k in ("word_logit_weight", "word_mat_weight", "word_mat_weight2", "word_mat_weight_for_pixel"):
+        shapes[k] = (max_words, max_words)
+    for k in ("frame_logit_weight", "frame_mat_weight", "frame_mat_weight2"):
+        shapes[k] = (max_frames, max_frames)
+    for k in ("pixel_mat_weight", "pixel_mat_weight2"):
+        shapes[k] = (4 * max_frames, 4 * max_frames)
+    p = "visual_token_selector.score_predictor."
+    shapes.update({p + "in_conv.0.weight": (2 * dim,), p + "in_conv.0.bias": (2 * dim,),
+                   p + "in_conv.1.weight": (dim, 2 * dim), p + "out_conv.0.weight": (dim, 2 * dim),
+                   p + "out_conv.2.weight": (1, dim)})
+    return shapes
+
+
+def ucofia_state_dict(arch: Mapping[str, Any] | str = "ViT-B-32", seed: int = 0, max_words: int = 32,
+                      max_frames: int = 12) -> dict[str, torch.Tensor]:
+    """A UCoFiA eval checkpoint (seqTransf): CLIP4Clip's keys + identity-plus-noise matrices + a random
+    selector; logit_scale = ln 100 (the trained value's order)."""
+    sd = clip4clip_state_dict(arch, seed, seq_transf=True)
+    dim = sd["clip.text_projection"].shape[1]
+    g = torch.Generator().manual_seed(seed + 2000)
+    for k, shape in ucofia_extra_shapes(dim, max_words, max_frames).items():
+        if "." not in k:  # the alignment matrices
+            sd[k] = torch.eye(shape[0]) + 0.05 * torch.randn(shape, generator=g)
+        elif k.endswith("in_conv.0.weight"):
+            sd[k] = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        elif len(shape) == 2:
+            sd[k] = torch.randn(shape, generator=g) / np.sqrt(shape[1])
+        else:
+            sd[k] = 0.05 * torch.randn(shape, generator=g)
+    sd["clip.logit_scale"] = torch.tensor(float(np.log(100.0)))
+    # UCoFiA converts its CLIP to fp16 (CLIP's convert_weights: conv / linear / attention weights and biases,
+    # proj, text_projection), so a trained checkpoint stores those tensors as float16, as here
+    for k in list(sd):
+        name = k[len("clip."):]
+        if k.startswith("clip.") and (name in ("visual.conv1.weight", "visual.proj", "text_projection")
+                                      or any(t in name for t in (".attn.in_proj_", ".attn.out_proj.", ".mlp.c_fc.",
+                                                                 ".mlp.c_proj."))):
+            sd[k] = sd[k].half()
+    return sd

@@ -28,6 +28,7 @@ FAMILIES: dict[str, str] = {
     "locvtp": "stages.backbones.locvtp:load",
     "s3d": "stages.backbones.s3d:load",
     "tvtsv2": "stages.backbones.tvtsv2:load",
+    "ucofia": "stages.backbones.ucofia:load",
 }
 
 RANDOM_WEIGHTS_SEED = 0
