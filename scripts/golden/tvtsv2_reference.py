@@ -55,10 +55,11 @@ def _stub_modules() -> None:
     sort.SortTransformer = nn.Module
     sys.modules["model.sort_transformer"] = sort
     if "pkg_resources" not in sys.modules:  # OpenAI CLIP's clip.py imports packaging from setuptools
-        import packaging.version
+        import packaging
+        import packaging.version  # noqa: F401  (clip.py uses packaging.version)
 
         pkg = types.ModuleType("pkg_resources")
-        pkg.packaging = sys.modules["packaging"]
+        pkg.packaging = packaging
         sys.modules["pkg_resources"] = pkg
 
 

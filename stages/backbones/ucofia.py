@@ -21,7 +21,7 @@ rows [F, 5F): per frame, its CLS token and 3 patch tokens chosen by the selector
 proj``, selection = the mean of 500 noisy top-3 one-hot indicators over the patch scores, sigma 0.05).
 This is the reduced form: the reference scores only these selected tokens, and the selection depends on
 the video alone, so the 49 patch tokens per frame need not be stored (5F x D x 4 B = 120 KiB per video for
-ViT-B/32 in float32, against 600 KiB for all tokens). The reference draws the selection noise from the
+ViT-B/32 in float32, against 1.2 MB for all 50 tokens of every frame). The reference draws the selection noise from the
 global RNG (a different selection on every run); vtpipe draws it from a generator seeded with
 params.selection_seed for every video, so features are deterministic and batch-independent.
 The pooled vector is the video-sentence level's video feature: meanP over the seqTransf-aggregated real
