@@ -75,5 +75,6 @@ def ucofia_scorer(p: dict, data: dict, present: np.ndarray) -> tuple[MatrixScore
             "sk_norm": ("per level, bias from the query bank's scores of that level (UCoFiA's sinkhorn_knopp, "
                         f"{n_iters} iterations), then the mean of the levels") if bank is not None else None,
             "bank_captions": None if bank is None else int(bank.shape[1]),
-            "model_loaded": True}
+            "model_loaded": True,
+            "v2t": "the same (biased, averaged) matrix transposed, as eval_t2v's video-to-text metrics"}
     return MatrixScorer(res["scores"]), info
