@@ -78,6 +78,7 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features:
             "model": model,
             "weights": cfg["model"]["weights"],
             "allow_random": cfg["model"]["allow_random"],
+            **({"allow_globals": list(cfg["model"]["allow_globals"])} if cfg["model"].get("allow_globals") else {}),
         }
         if params["similarity"] not in SIMILARITIES:
             raise ConfigError(f"evaluate.similarity must be one of {list(SIMILARITIES)}, got {params['similarity']!r}")
@@ -377,7 +378,8 @@ def token_sets(p: dict, data: dict, present: np.ndarray, mode: str, info):
             raise ConfigError(f"the weights given are for model {p['model']!r}, but the features are from "
                               f"{data['model']!r}: DRL {mode.upper()} needs that model's checkpoint")
         model = load_model(data["model"], weights=p.get("weights"),
-                           allow_random=bool(p.get("allow_random")) or data["random_weights"])
+                           allow_random=bool(p.get("allow_random")) or data["random_weights"],
+                           allow_globals=p.get("allow_globals", ()))
         if mode == "wti" and not model.has_weight_heads:
             raise VtpipeError(f"model {data['model']!r} has no WTI weight heads")
     # text side

@@ -50,7 +50,8 @@ def ucofia_scorer(p: dict, data: dict, present: np.ndarray) -> tuple[MatrixScore
     if p.get("model") not in (None, data["model"]) and p.get("weights"):
         raise ConfigError(f"the weights given are for model {p['model']!r}, but the features are from {data['model']!r}")
     model = load_model(data["model"], weights=p.get("weights"),
-                       allow_random=bool(p.get("allow_random")) or data["random_weights"])
+                       allow_random=bool(p.get("allow_random")) or data["random_weights"],
+                       allow_globals=p.get("allow_globals", ()))
     if not hasattr(model, "head"):
         raise ConfigError(f"evaluate.similarity=ucofia needs a ucofia-family model; {data['model']!r} is "
                           f"{model.info.family!r}")

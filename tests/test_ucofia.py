@@ -175,3 +175,52 @@ def test_t2v_run_with_random_weights_through_sk_norm(sample, tmp_path):
     with TextStore(tmp_path / "run/features/ucofia-tiny.bank.text.h5") as ts:
         assert ts.has_tokens and ts.tokens()[0].shape[1:] == (32, 128)
     assert (tmp_path / "run/eval/ucofia-tiny/v2t/metrics.json").is_file()
+
+
+def test_stage_scores_with_the_checkpoints_head_and_allow_list(tiny, tmp_path):
+    """The evaluate stage (rerank none: the plain mean of the three levels) reloads the head from a
+    checkpoint that also holds a trainer's argparse.Namespace: refused with the type named, then allowed."""
+    import argparse
+
+    from stages.errors import VtpipeError
+    from stages.evaluate import STAGE, run_task
+    from stages.retrieval import ranks_from_scores
+    from stages.store import VideoStoreWriter, write_text_store
+    from stages.tasks import Task
+
+    model, path = tiny
+    sd = torch.load(path)
+    ckpt = tmp_path / "with_args.bin"
+    torch.save({"state_dict": sd, "args": argparse.Namespace(lr=1e-4, max_words=32)}, ckpt)
+    rng = np.random.default_rng(0)
+    n_real = [12, 5, 9, 12]
+    w = VideoStoreWriter(tmp_path / "v.h5", 128, {"model": "ucofia-tiny"})
+    rows = []
+    for i, n in enumerate(n_real):
+        mask = np.arange(12) < n
+        r, m, t = model.encode_video(rng.standard_normal((12, 3, 64, 64)).astype(np.float32), mask, np.arange(12.0))
+        rows.append(r)
+        w.add(f"v{i}", r, t, m, model.pool(r, m))
+    w.close()
+    caps = ["a red ball", "a dog runs", "two people talk", "a car in the rain", "a red car"]
+    c2v = np.array([0, 1, 2, 3, 3])
+    tf = model.encode_text(caps)
+    write_text_store(tmp_path / "t.h5", [f"c{i}" for i in range(5)], [f"v{v}" for v in c2v], caps, tf.pooled,
+                     {"model": "ucofia-tiny"}, tokens=tf.tokens, token_mask=tf.mask)
+    params = {"task": "retrieval", "directions": ["t2v"], "features": str(tmp_path / "v.h5"),
+              "text_features": str(tmp_path / "t.h5"), "bank_features": None, "sigs": [], "rerank": "none",
+              "rerank_params": {}, "ties": "optimistic", "median": "numpy", "ks": [1, 5, 10],
+              "v2t_gallery": "captions", "candidates": "exact", "candidates_k": 10, "index_dir": None,
+              "out_dir": str(tmp_path / "ev"), "dataset": "tiny", "similarity": "auto", "model": "ucofia-tiny",
+              "weights": str(ckpt), "allow_random": False}
+    with pytest.raises(VtpipeError, match="--allow-global argparse.Namespace"):
+        run_task(Task(STAGE, "retrieval", str(tmp_path / "ev"), params))
+    run_task(Task(STAGE, "retrieval", str(tmp_path / "ev"), {**params, "allow_globals": ["argparse.Namespace"]}))
+    rows = np.stack(rows)
+    pooled = np.stack([model.pool(rows[i], np.concatenate([np.arange(12) < n, np.repeat(np.arange(12) < n, 4)]))
+                       for i, n in enumerate(n_real)])
+    want = ucofia_levels(tf.pooled, tf.tokens, pooled, rows[:, :12], rows[:, 12:], model.head()).mean(0)
+    got = np.loadtxt(tmp_path / "ev/t2v/ranks.csv", delimiter=",", skiprows=1, usecols=2) - 1
+    np.testing.assert_array_equal(got, ranks_from_scores(want, c2v))
+    m = json.loads((tmp_path / "ev/t2v/metrics.json").read_text())
+    assert m["similarity"] == "ucofia" and m["rerank"] == "none" and m["similarity_info"]["sk_norm"] is None
