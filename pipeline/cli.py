@@ -235,9 +235,14 @@ def compress(input_path, output, fps, size, crop, aspect, workers, extensions, o
 @click.option("--allow-random", is_flag=True, help="Without --weights, use random weights (plumbing checks only).")
 @click.option("--allow-torchscript", is_flag=True,
               help="Load a TorchScript archive (OpenAI's CLIP .pt files); loading one runs the code inside it.")
+@click.option("--allow-global", "allow_globals", multiple=True, metavar="MODULE.NAME",
+              help="Let the checkpoint's pickle hold objects of this class besides tensors (e.g. a trainer's "
+                   "argparse.Namespace); repeatable; only for files you trust. Without it such files are refused "
+                   "with the types named.")
 @click.option("--overwrite", is_flag=True, help="Redo shards made with another config.")
 def extract(model, weights, files, videos, captions, caption_format, output, shards, shard_index, num_shards, device,
-            batch_size, decode_workers, decode_device, protocol, amp, allow_random, allow_torchscript, overwrite):
+            batch_size, decode_workers, decode_device, protocol, amp, allow_random, allow_torchscript, allow_globals,
+            overwrite):
     """Extract per-frame (or per-clip) and pooled video features, and caption features, into sharded HDF5.
 
     Each shard is one task writing OUTPUT/shard-NNNNN.h5 (captions: OUTPUT/text.h5); merge them with
@@ -253,7 +258,8 @@ def extract(model, weights, files, videos, captions, caption_format, output, sha
             "input": {"videos": str(Path(videos).resolve())},
             "dataset": {"captions": str(Path(captions).resolve()) if captions else None, "format": caption_format},
             "model": {"name": model, "weights": weight_files, "allow_random": allow_random,
-                      "allow_torchscript": allow_torchscript, "protocol": protocol},
+                      "allow_torchscript": allow_torchscript, "protocol": protocol,
+                      "allow_globals": list(allow_globals)},
             "extract": {"shards": shards, "device": device, "batch_size": batch_size, "decode_workers": decode_workers,
                         "decode_device": decode_device, "amp": amp},
         })
@@ -420,8 +426,8 @@ def search(index_dir, text, video, k, features, weights, allow_random):
 @click.option("--model", "model_name", help="Model for zero-shot prompts [default: the store's model].")
 @click.option("--weights", type=click.Path(exists=True),
               help="Checkpoint of the model (zero-shot prompts; DRL TI/WTI retrieval: temporal module and weight heads).")
-@click.option("--similarity", type=click.Choice(["auto", "dp", "ti", "wti"]), default="auto", show_default=True,
-              help="auto: the model's own (dot product, or DRL's token-wise TI/WTI).")
+@click.option("--similarity", type=click.Choice(["auto", "dp", "ti", "wti", "ucofia"]), default="auto", show_default=True,
+              help="auto: the model's own (dot product, DRL's token-wise TI/WTI, or UCoFiA's three levels with SK-norm per level; needs --weights).")
 def evaluate(tasks, features, text_features, output, rerank, bank_text_features, bank_video_features, sets, ties,
              median, missing, candidates, index_dir, candidates_k, model_name, weights, similarity):
     """Retrieval (R@1/5/10/50, MdR, MnR) and recognition metrics from feature stores.

@@ -244,6 +244,16 @@ def run_engine(
             if progress:
                 progress(1, 0)
             continue
+        if getattr(model, "encodes_whole_videos", False):  # e.g. UCoFiA: a video's frames are encoded together
+            rows, rmask, rtimes = model.encode_video(item.units, item.mask, item.times_s)
+            on_video(item.video_id, rows, rtimes, rmask, model.pool(rows, rmask))
+            stats["videos"] += 1
+            stats["frames"] += item.num_frames
+            stats["units"] += len(item.units)
+            stats["batches"] += 1
+            if progress:
+                progress(1, item.num_frames)
+            continue
         pend = _Pending(item, np.zeros((len(item.units), model.embed_dim), np.float32))
         pending.append(pend)
         queue.append((pend, 0))

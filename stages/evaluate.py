@@ -36,7 +36,7 @@ STAGE = "evaluate"
 RETRIEVAL = ("t2v", "v2t")
 ACTION = ("zeroshot", "linear-probe")
 TASKS = RETRIEVAL + ACTION + ("crosstask",)
-SIMILARITIES = ("auto", "dp", "ti", "wti")
+SIMILARITIES = ("auto", "dp", "ti", "wti", "ucofia")
 
 
 def _sig(p: Path) -> dict | None:
@@ -88,6 +88,7 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features:
             "model": model,
             "weights": cfg["model"]["weights"],
             "allow_random": cfg["model"]["allow_random"],
+            **({"allow_globals": list(cfg["model"]["allow_globals"])} if cfg["model"].get("allow_globals") else {}),
         }
         if params["similarity"] not in SIMILARITIES:
             raise ConfigError(f"evaluate.similarity must be one of {list(SIMILARITIES)}, got {params['similarity']!r}")
@@ -265,6 +266,13 @@ def _run_retrieval(task: Task) -> Result:
         if vpath and not p.get("bank_video_required") and not Path(vpath).is_file():
             vpath = None  # no training videos configured: v2t is evaluated without re-ranking and says so
         vbank = load_video_bank(vpath, data["model"], data["videos"].shape[1])
+    elif mode == "ucofia":  # three levels, SK-norm per level inside (stages/ucofia_eval.py)
+        if use_index:
+            raise ConfigError("--candidates faiss cannot rank by UCoFiA's three-level similarity: use exact candidates")
+        from stages.ucofia_eval import ucofia_scorer
+
+        scorer, sim_info = ucofia_scorer(p, data, present)
+        text_q, video_g, score_fn, bank = scorer.ids(scorer.TEXT), scorer.ids(scorer.VIDEO), scorer, None
     else:
         if use_index:
             raise ConfigError(f"--candidates faiss ranks by the index's dot products; the store's model {data['model']!r} "
@@ -278,7 +286,7 @@ def _run_retrieval(task: Task) -> Result:
     misses = {"t2v": n_miss_caps, "v2t": len(data["missing_videos"])} if p.get("missing") == "miss" else {}
     if exact_dirs:
         res = evaluate_retrieval(
-            text_q, video_g, cap_to_row, rerank=p["rerank"], directions=exact_dirs,
+            text_q, video_g, cap_to_row, rerank="none" if mode == "ucofia" else p["rerank"], directions=exact_dirs,
             ties=p["ties"], median=p["median"], ks=tuple(p["ks"]), v2t_gallery=p["v2t_gallery"],
             bank_text_feats=bank, bank_video_feats=vbank, score_fn=score_fn, misses=misses, return_ranks=True,
             **kwargs,
@@ -304,6 +312,8 @@ def _run_retrieval(task: Task) -> Result:
         m["warnings"] = ([miss_warn] if miss_warn else []) + list(m.get("warnings", []))
         if sim_info:
             m["similarity_info"] = sim_info
+        if mode == "ucofia":
+            m["rerank"] = p["rerank"]  # applied per level before the average (similarity_info.sk_norm)
         m.setdefault("rerank", p["rerank"])
         out = Path(p["out_dir"]) / d
         ranks = np.asarray(res["ranks"][d])
@@ -344,6 +354,11 @@ def similarity_mode(model: str, requested: str = "auto"):
         if requested == "auto":
             return "dp", None
         raise
+    if info.family == "ucofia" or requested == "ucofia":  # UCoFiA's own three-level similarity
+        if info.family != "ucofia" or requested not in ("auto", "ucofia"):
+            raise ConfigError(f"evaluate.similarity={requested} does not apply to {model!r} (family {info.family!r}); "
+                              "ucofia features are scored with ucofia (or dp), and ucofia only scores them")
+        return "ucofia", info
     interaction = str(info.params.get("interaction", "dp")) if info.family == "clip4clip" else "dp"
     if requested == "auto":
         return (interaction if interaction in TOKEN_MODES else "dp"), info
@@ -401,7 +416,8 @@ def token_sets(p: dict, data: dict, present: np.ndarray, mode: str, info):
             raise ConfigError(f"the weights given are for model {p['model']!r}, but the features are from "
                               f"{data['model']!r}: DRL {mode.upper()} needs that model's checkpoint")
         model = load_model(data["model"], weights=p.get("weights"),
-                           allow_random=bool(p.get("allow_random")) or data["random_weights"])
+                           allow_random=bool(p.get("allow_random")) or data["random_weights"],
+                           allow_globals=p.get("allow_globals", ()))
         if mode == "wti" and not model.has_weight_heads:
             raise VtpipeError(f"model {data['model']!r} has no WTI weight heads")
     # text side

@@ -113,7 +113,8 @@ def _model_params(cfg: dict) -> dict:
     # the protocol's preprocessing and aspect are part of what the features are: a change re-extracts
     return {"model": m["name"], "weights": w, "weights_sig": sigs, "allow_random": m["allow_random"],
             "allow_torchscript": m["allow_torchscript"], "protocol": info.protocol,
-            "preprocess": dict(info.preprocess), "aspect": info.aspect if aspect == "auto" else aspect}
+            "preprocess": dict(info.preprocess), "aspect": info.aspect if aspect == "auto" else aspect,
+            **({"allow_globals": list(m["allow_globals"])} if m.get("allow_globals") else {})}
 
 
 def _upstream(cfg: dict) -> str:
@@ -188,7 +189,8 @@ def _load(task: Task):
     amp = p.get("amp", r.get("amp", "auto"))
     amp = None if amp in ("none", "fp32") else amp
     model = load_model(p["model"], weights=p["weights"], device=device, amp_dtype=amp, allow_random=p["allow_random"],
-                       allow_torchscript=p.get("allow_torchscript", False), protocol=p.get("protocol"))
+                       allow_torchscript=p.get("allow_torchscript", False), protocol=p.get("protocol"),
+                       allow_globals=p.get("allow_globals", ()))
     if getattr(model, "random_weights", False):
         log.warning("model %s runs with RANDOM weights: its features mean nothing (plumbing check only)", p["model"])
     return model, device

@@ -405,3 +405,100 @@ def write_tvtsv2_checkpoint(path: str | os.PathLike, sd: Mapping[str, torch.Tens
     """TVTSv2 release format: {"state_dict": {"module." + key: tensor}, "epoch", "optimizer"}."""
     torch.save({"epoch": 10, "state_dict": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}}, path)
     return Path(path)
+
+
+# Reduced-depth TVTSv2 variants for the golden tests against the reference code: every width, head count,
+# patch size, activation and key name of the release, but 2 video and 2 text blocks (the full models are
+# too heavy to run twice per test on a CPU). scripts/golden/tvtsv2_reference.py builds the reference with
+# the same dimensions.
+GOLDEN_TVTS = {
+    "b16": {
+        "arch_cfg": {"embed_dim": 512,
+                     "vision_cfg": {"image_size": 224, "layers": 2, "width": 768, "head_width": 64, "patch_size": 16},
+                     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 2}},
+        "activation": "quick_gelu",
+    },
+    "h14": {
+        "arch_cfg": {"embed_dim": 1024,
+                     "vision_cfg": {"image_size": 224, "layers": 2, "width": 1280, "head_width": 80, "patch_size": 14},
+                     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 1024, "heads": 16, "layers": 2}},
+        "activation": "gelu",
+    },
+}
+
+
+def tvtsv2_shapes_for(arch_cfg: Mapping[str, Any], frames: int = 12, pred_model: bool = False) -> dict[str, tuple[int, ...]]:
+    """tvtsv2_shapes for an open_clip-style {embed_dim, vision_cfg, text_cfg} mapping."""
+    v, t = arch_cfg["vision_cfg"], arch_cfg["text_cfg"]
+    return tvtsv2_shapes(vision_width=v["width"], vision_layers=v["layers"], patch=v["patch_size"],
+                         image=v["image_size"], frames=frames, embed=arch_cfg["embed_dim"], text_width=t["width"],
+                         text_layers=t["layers"], vocab=t["vocab_size"], context=t["context_length"],
+                         pred_model=pred_model)
+
+
+def tvtsv2_seeded_state_dict(arch_cfg: Mapping[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    """Seeded TVTSv2 weights (no pred_model keys, as the downstream checkpoints load strictly): fan-in scaled
+    noise, with the class / positional / temporal embeddings large enough to move the output."""
+    sd = random_state_dict(tvtsv2_shapes_for(arch_cfg), seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    for k in list(sd):
+        if k.endswith(("class_embedding", "positional_embedding", "temporal_embedding")):
+            sd[k] = sd[k] * 10 if sd[k].ndim == 2 else 0.05 * torch.randn(sd[k].shape, generator=g)
+        elif ".ln_" in k or k.startswith("text_ln_final"):  # LayerNorm gains near 1, so every block counts
+            if k.endswith("weight"):
+                sd[k] = 1.0 + 0.1 * torch.randn(sd[k].shape, generator=g)
+    return sd
+
+
+def tvtsv2_golden_inputs(seed: int, clips: int, frames: int, image: int) -> torch.Tensor:
+    """Seeded clips [B, 3, T, H, W] in vtpipe's layout (roughly normalised pixel values)."""
+    return torch.randn(clips, 3, frames, image, image, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# UCoFiA
+# ----------------------------------------------------------------------------------------------------------
+def ucofia_extra_shapes(dim: int, max_words: int = 32, max_frames: int = 12) -> dict[str, tuple[int, ...]]:
+    """UCoFiA's keys beyond CLIP4Clip seqTransf's: alignment matrices and the patch selector."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for k in ("global_mat_weight", "global_mat_weight_1", "local_mat_weight", "local_mat_weight1"):
+        shapes[k] = (dim, dim)
+    for k in ("word_logit_weight", "word_mat_weight", "word_mat_weight2", "word_mat_weight_for_pixel"):
+        shapes[k] = (max_words, max_words)
+    for k in ("frame_logit_weight", "frame_mat_weight", "frame_mat_weight2"):
+        shapes[k] = (max_frames, max_frames)
+    for k in ("pixel_mat_weight", "pixel_mat_weight2"):
+        shapes[k] = (4 * max_frames, 4 * max_frames)
+    p = "visual_token_selector.score_predictor."
+    shapes.update({p + "in_conv.0.weight": (2 * dim,), p + "in_conv.0.bias": (2 * dim,),
+                   p + "in_conv.1.weight": (dim, 2 * dim), p + "out_conv.0.weight": (dim, 2 * dim),
+                   p + "out_conv.2.weight": (1, dim)})
+    return shapes
+
+
+def ucofia_state_dict(arch: Mapping[str, Any] | str = "ViT-B-32", seed: int = 0, max_words: int = 32,
+                      max_frames: int = 12) -> dict[str, torch.Tensor]:
+    """A UCoFiA eval checkpoint (seqTransf): CLIP4Clip's keys + identity-plus-noise matrices + a random
+    selector; logit_scale = ln 100 (the trained value's order)."""
+    sd = clip4clip_state_dict(arch, seed, seq_transf=True)
+    dim = sd["clip.text_projection"].shape[1]
+    g = torch.Generator().manual_seed(seed + 2000)
+    for k, shape in ucofia_extra_shapes(dim, max_words, max_frames).items():
+        if "." not in k:  # the alignment matrices
+            sd[k] = torch.eye(shape[0]) + 0.05 * torch.randn(shape, generator=g)
+        elif k.endswith("in_conv.0.weight"):
+            sd[k] = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        elif len(shape) == 2:
+            sd[k] = torch.randn(shape, generator=g) / np.sqrt(shape[1])
+        else:
+            sd[k] = 0.05 * torch.randn(shape, generator=g)
+    sd["clip.logit_scale"] = torch.tensor(float(np.log(100.0)))
+    # UCoFiA converts its CLIP to fp16 (CLIP's convert_weights: conv / linear / attention weights and biases,
+    # proj, text_projection), so a trained checkpoint stores those tensors as float16, as here
+    for k in list(sd):
+        name = k[len("clip."):]
+        if k.startswith("clip.") and (name in ("visual.conv1.weight", "visual.proj", "text_projection")
+                                      or any(t in name for t in (".attn.in_proj_", ".attn.out_proj.", ".mlp.c_fc.",
+                                                                 ".mlp.c_proj."))):
+            sd[k] = sd[k].half()
+    return sd

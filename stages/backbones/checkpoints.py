@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from stages.backbones.safe_globals import ALLOWED_GLOBALS, refusal_message, resolve_globals
 from stages.backbones.base import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from stages.errors import VtpipeError
 
@@ -26,12 +27,20 @@ _MAX_LISTED = 12  # keys named per category in an error message
 
 
 def load_torch_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
-    """torch.load with weights_only=True on the CPU; a failure becomes a VtpipeError naming the file."""
+    """torch.load with weights_only=True on the CPU; a failure becomes a VtpipeError naming the file.
+
+    Non-tensor objects in the pickle load only if their types are in the user's allow-list
+    (safe_globals.ALLOWED_GLOBALS, from --allow-global / model.allow_globals); otherwise the error names
+    their types and the flag that allows them."""
+    allowed = ALLOWED_GLOBALS.get()
+    objs = resolve_globals(allowed)
     try:
-        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(objs):
+            return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors, truncated zips, wrong format
+        msg = refusal_message(path, exc, what, allowed)
         raise VtpipeError(
-            f"cannot read {what} {os.fspath(path)!r} with torch.load(weights_only=True): {exc}"
+            msg or f"cannot read {what} {os.fspath(path)!r} with torch.load(weights_only=True): {exc}"
         ) from exc
 
 

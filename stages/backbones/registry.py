@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 import yaml
@@ -28,6 +28,7 @@ FAMILIES: dict[str, str] = {
     "locvtp": "stages.backbones.locvtp:load",
     "s3d": "stages.backbones.s3d:load",
     "tvtsv2": "stages.backbones.tvtsv2:load",
+    "ucofia": "stages.backbones.ucofia:load",
 }
 
 RANDOM_WEIGHTS_SEED = 0
@@ -120,11 +121,14 @@ def load_model(
     allow_random: bool = False,
     allow_torchscript: bool = False,
     protocol: str | None = None,
+    allow_globals: Sequence[str] = (),
 ) -> VideoTextModel:
     """Build a registered model and load its weights from local paths.
 
     Pickled checkpoints load with torch.load(weights_only=True); a TorchScript archive (OpenAI's CLIP .pt
-    files) only with allow_torchscript=True, since loading one runs the code inside it.
+    files) only with allow_torchscript=True, since loading one runs the code inside it. A pickle holding
+    non-tensor objects (a trainer's argparse.Namespace) loads only if each object's type is named in
+    `allow_globals` (dotted names, classes only; see safe_globals.py).
 
     `protocol` selects one of the model's protocols (None: its default); amp_dtype "auto" means the
     protocol's reference precision (`precision` in the YAML).
@@ -157,11 +161,15 @@ def load_model(
     # Random weights (allow_random) are drawn from a fixed seed, so every process of a run, and every re-run,
     # builds the same model: resumed and sharded extractions stay identical to a one-process run.
     from stages.backbones.checkpoints import ALLOW_TORCHSCRIPT
+    from stages.backbones.safe_globals import ALLOWED_GLOBALS, resolve_globals
 
+    resolve_globals(allow_globals)  # a bad name fails here, before any file is read
     token = ALLOW_TORCHSCRIPT.set(bool(allow_torchscript))
+    globals_token = ALLOWED_GLOBALS.set(tuple(allow_globals))
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
             return loader(info, paths, device=device, amp_dtype=amp_dtype, allow_random=allow_random)
     finally:
         ALLOW_TORCHSCRIPT.reset(token)
+        ALLOWED_GLOBALS.reset(globals_token)

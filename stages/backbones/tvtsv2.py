@@ -1,7 +1,10 @@
-"""TVTSv2 (ViT-B/32): a divided space-time ViT video encoder and OpenAI CLIP's text tower.
+"""TVTSv2 (ViT-B/32, B/16, H/14): a divided space-time ViT video encoder and a CLIP text tower.
 
 Checkpoint: ``ckpt['state_dict']`` with every key prefixed ``module.`` (stripped); training-only
-``pred_model.*`` keys (the order-prediction SortTransformer) are ignored by name; all else strict:
+``pred_model.*`` keys (the order-prediction SortTransformer) are ignored by name; all else strict
+(shapes below for B/32; B/16: conv1 [768, 3, 16, 16], positional_embedding [197, 768]; H/14: width 1280,
+32 layers of 16 heads, conv1 [1280, 3, 14, 14], positional_embedding [257, 1280], proj [1280, 1024], text
+width 1024 in 24 layers, text_projection [1024, 1024]):
 
     text_model.resblocks.N.{ln_1, attn.in_proj_weight/bias, attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj}.*
     text_token_embedding.weight [49408, 512], text_positional_embedding [77, 512], text_ln_final.*,
@@ -17,13 +20,17 @@ separately, one CLS token for the whole clip; token positions = CLIP spatial pos
 embedding[t]; ln_pre; 12 blocks of
     time_out = timeattn(ln_3(x))          # each patch attends over the same patch in all frames + CLS
     s = x + attn(ln_1(x + time_out))      # each patch attends within its frame + CLS
-    out = s + mlp(ln_2(s))                # QuickGELU MLP
+    out = s + mlp(ln_2(s))                # activation: QuickGELU (B/32, B/16) or exact GELU (H/14)
 where in both attentions the CLS query attends to every token of the clip; output ln_post(CLS) @ proj.
+LayerNorms return their input's dtype (the reference's LayerNorm subclass), which matters under autocast.
 
 Text: CLIP BPE, 77 tokens (truncated), EOT feature of ln_final(x) @ text_projection; token features and
-mask as in clip.py. Nothing is L2-normalised.
+mask as in clip.py; same activation as the video tower (OpenAI CLIP text for B/32, B/16; OpenCLIP ViT-H-14
+text for H/14). Nothing is L2-normalised.
 
-params: arch / arch_cfg (open_clip CLIP config for the dimensions, default ViT-B-32), num_frames (12), seed.
+params: arch / arch_cfg (open_clip CLIP config for the dimensions, default ViT-B-32), activation
+("quick_gelu", default, or "gelu"), num_frames (12), seed. The precision on CUDA is
+the YAML's `precision` (fp16 for H/14, as its reference autocasts) under extract.amp auto.
 """
 
 from __future__ import annotations
@@ -42,9 +49,25 @@ from stages.errors import ConfigError
 TRAINING_ONLY_KEYS = ("pred_model.*",)
 
 
+ACTIVATIONS = ("quick_gelu", "gelu")
+
+
 class QuickGELU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(1.702 * x)
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"TVTSv2 params.activation must be one of {list(ACTIVATIONS)}, got {name!r}")
+    return QuickGELU() if name == "quick_gelu" else nn.GELU()
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm whose output has its input's dtype (fp16 in, fp16 out under autocast), as in TVTSv2."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).to(x.dtype)
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -83,17 +106,17 @@ class DividedAttention(nn.Module):
 
 
 class SpaceTimeBlock(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, activation: str = "quick_gelu") -> None:
         super().__init__()
         self.attn = DividedAttention(width, heads)
         self.timeattn = DividedAttention(width, heads)
-        self.ln_3 = nn.LayerNorm(width)
-        self.ln_1 = nn.LayerNorm(width)
+        self.ln_3 = LayerNorm(width)
+        self.ln_1 = LayerNorm(width)
         self.mlp = nn.Sequential()
         self.mlp.add_module("c_fc", nn.Linear(width, width * 4))
-        self.mlp.add_module("gelu", QuickGELU())
+        self.mlp.add_module("gelu", make_activation(activation))
         self.mlp.add_module("c_proj", nn.Linear(width * 4, width))
-        self.ln_2 = nn.LayerNorm(width)
+        self.ln_2 = LayerNorm(width)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         time_out = self.timeattn(self.ln_3(x), frames, "time")
@@ -102,16 +125,16 @@ class SpaceTimeBlock(nn.Module):
 
 
 class _Blocks(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int) -> None:
+    def __init__(self, width: int, layers: int, heads: int, activation: str = "quick_gelu") -> None:
         super().__init__()
-        self.resblocks = nn.ModuleList([SpaceTimeBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.ModuleList([SpaceTimeBlock(width, heads, activation) for _ in range(layers)])
 
 
 class SpaceTimeViT(nn.Module):
     """TVTSv2's video_model (names as in the checkpoint)."""
 
     def __init__(self, image_size: int = 224, patch_size: int = 32, width: int = 768, layers: int = 12,
-                 heads: int = 12, output_dim: int = 512, num_frames: int = 12) -> None:
+                 heads: int = 12, output_dim: int = 512, num_frames: int = 12, activation: str = "quick_gelu") -> None:
         super().__init__()
         grid = image_size // patch_size
         self.image_size, self.patch_size, self.num_frames = image_size, patch_size, num_frames
@@ -120,9 +143,9 @@ class SpaceTimeViT(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.temporal_embedding = nn.Parameter(scale * torch.randn(num_frames, width))
-        self.ln_pre = nn.LayerNorm(width)
-        self.transformer = _Blocks(width, layers, heads)
-        self.ln_post = nn.LayerNorm(width)
+        self.ln_pre = LayerNorm(width)
+        self.transformer = _Blocks(width, layers, heads, activation)
+        self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
@@ -148,12 +171,13 @@ class SpaceTimeViT(nn.Module):
 class TVTSv2Net(nn.Module):
     """Module tree with the checkpoint's names: CLIP text parts (text_*) and video_model."""
 
-    def __init__(self, arch: Mapping, num_frames: int = 12) -> None:
+    def __init__(self, arch: Mapping, num_frames: int = 12, activation: str = "quick_gelu") -> None:
         super().__init__()
         from open_clip.model import _build_text_tower
 
+        make_activation(activation)  # validates the name
         vcfg, tcfg = dict(arch["vision_cfg"]), dict(arch["text_cfg"])
-        text = _build_text_tower(arch["embed_dim"], tcfg, quick_gelu=True)
+        text = _build_text_tower(arch["embed_dim"], tcfg, quick_gelu=activation == "quick_gelu")
         self.text_model = text.transformer
         self.text_token_embedding = text.token_embedding
         self.text_positional_embedding = text.positional_embedding
@@ -164,7 +188,7 @@ class TVTSv2Net(nn.Module):
         self.video_model = SpaceTimeViT(
             image_size=int(vcfg.get("image_size", 224)), patch_size=int(vcfg.get("patch_size", 32)), width=width,
             layers=int(vcfg.get("layers", 12)), heads=width // int(vcfg.get("head_width", 64)),
-            output_dim=int(arch["embed_dim"]), num_frames=num_frames,
+            output_dim=int(arch["embed_dim"]), num_frames=num_frames, activation=activation,
         )
 
     def text_tower(self) -> SimpleNamespace:
@@ -177,7 +201,7 @@ class TVTSv2Net(nn.Module):
 
 
 class TVTSv2VideoText(VideoTextModel):
-    """TVTSv2: one 512-d vector per clip of up to 12 frames; CLIP text tower."""
+    """TVTSv2: one vector (512-d B/32 and B/16, 1024-d H/14) per clip of up to 12 frames; CLIP text tower."""
 
     def __init__(self, info: ModelInfo, net: TVTSv2Net, device: str = "cpu", amp_dtype: str | None = None) -> None:
         super().__init__(info, device, amp_dtype)
@@ -208,7 +232,7 @@ def load(
     arch = clip_arch_config(params)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(params.get("seed", 0)))
-        net = TVTSv2Net(arch, int(params.get("num_frames", 12)))
+        net = TVTSv2Net(arch, int(params.get("num_frames", 12)), str(params.get("activation", "quick_gelu")))
     path = weights.get("checkpoint")
     if path is None:
         ck.missing_weights(info.name, "checkpoint", str(info.files.get("checkpoint", "")), allow_random)
