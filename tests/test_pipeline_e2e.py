@@ -113,6 +113,24 @@ def test_rerank_with_the_training_caption_bank(clean_run, sample):
         assert len(bank) == 1920
 
 
+def test_v2t_rerank_with_the_training_video_bank(clean_run, sample):
+    """dataset.train_videos: extract encodes them as the bank-videos task, concat places the store, and v2t
+    SK-norm runs with it (the sample's videos stand in for training videos: plumbing, not accuracy)."""
+    from conftest import REPO
+
+    run, _ = clean_run
+    yaml_path = pipeline_yaml(run.parent, sample["videos"], sample["captions"],
+                              "evaluate: {rerank: sk-norm}\n",
+                              f", train_captions: {REPO}/data/sample/train_data.json, train_videos: {sample['videos']}")
+    proc = run_cli("run", yaml_path, "-o", str(run), "--overwrite")
+    assert "[extract] running 1 of 5 task(s)" in proc.stdout  # only the bank-videos task is new
+    v2t = metrics(run, "v2t")
+    assert v2t["rerank"] == "sk-norm" and "rerank_requested" not in v2t
+    assert v2t["rerank_info"]["bank"] == "training videos" and v2t["rerank_info"]["bank_size"] == 24
+    with VideoStore(run / "features/shapes-tiny.bank.h5") as bank:
+        assert len(bank) == 24
+
+
 def test_bad_videos_are_listed_in_the_failures_table(small_sample, tmp_path):
     """A text file named .mp4 and an empty file among good videos: the run finishes, both are in
     failures.csv with their reasons, and the status counts them by reason."""
