@@ -48,7 +48,8 @@ def test_full_pipeline_scores_far_above_chance(clean_run, sample):
     assert m["n_queries"] == 24 and m["ties"] == "optimistic"
     assert m["R@1"] >= PASS_R1 > 5 * CHANCE_R1
     assert metrics(run, "v2t")["R@1"] >= PASS_R1
-    assert "| shapes-tiny | t2v | none | " in proc.stdout  # the table is printed
+    # the comparison table is printed: t2v and v2t side by side, conventions in its caption
+    assert "| shapes-tiny |" in proc.stdout and "| t2v R@1 |" in proc.stdout and "ties: optimistic" in proc.stdout
     # every artifact of the layout is there and readable
     assert len(list((run / "compress").glob("*.mp4"))) == 24
     assert len(list((run / "extract/shapes-tiny").glob("shard-*.h5"))) == 2
@@ -58,7 +59,7 @@ def test_full_pipeline_scores_far_above_chance(clean_run, sample):
         np.testing.assert_allclose(vs.get("video0").unit_times_s, np.arange(6) / 3, atol=1e-6)
     infos = json.loads((run / "index/shapes-tiny/index_infos.json").read_text())
     assert infos["factory"] == "Flat" and infos["vectors"] == 24
-    assert (run / "config.yaml").is_file() and (run / "eval/summary.md").is_file()
+    assert (run / "config.yaml").is_file() and (run / "eval/summary.md").is_file() and (run / "eval/summary.csv").is_file()
 
 
 def test_second_run_does_nothing(clean_run, sample):
@@ -110,6 +111,24 @@ def test_rerank_with_the_training_caption_bank(clean_run, sample):
     assert m["rerank"] == "sk-norm" and m["rerank_params"]["scale"] == 100.0 and m["R@1"] >= PASS_R1
     with TextStore(run / "features/shapes-tiny.bank.text.h5") as bank:
         assert len(bank) == 1920
+
+
+def test_v2t_rerank_with_the_training_video_bank(clean_run, sample):
+    """dataset.train_videos: extract encodes them as the bank-videos task, concat places the store, and v2t
+    SK-norm runs with it (the sample's videos stand in for training videos: plumbing, not accuracy)."""
+    from conftest import REPO
+
+    run, _ = clean_run
+    yaml_path = pipeline_yaml(run.parent, sample["videos"], sample["captions"],
+                              "evaluate: {rerank: sk-norm}\n",
+                              f", train_captions: {REPO}/data/sample/train_data.json, train_videos: {sample['videos']}")
+    proc = run_cli("run", yaml_path, "-o", str(run), "--overwrite")
+    assert "[extract] running 1 of 5 task(s)" in proc.stdout  # only the bank-videos task is new
+    v2t = metrics(run, "v2t")
+    assert v2t["rerank"] == "sk-norm" and "rerank_requested" not in v2t
+    assert v2t["rerank_info"]["bank"] == "training videos" and v2t["rerank_info"]["bank_size"] == 24
+    with VideoStore(run / "features/shapes-tiny.bank.h5") as bank:
+        assert len(bank) == 24
 
 
 def test_bad_videos_are_listed_in_the_failures_table(small_sample, tmp_path):
