@@ -324,7 +324,9 @@ def search(index_dir, text, video, k, features, weights, allow_random):
             model = load_model(ix.infos["model"], weights=weights, allow_random=allow_random)
             q = model.encode_text([text]).pooled.astype(np.float32)
         else:
-            q = video_queries(index_dir, features or ix.infos["features"], [video])
+            from stages.index import infos_store_path
+
+            q = video_queries(index_dir, features or infos_store_path(index_dir, ix.infos), [video])
         scores, ids = ix.search(q, k, model=ix.infos["model"])
         for rank, (s, hit) in enumerate(zip(scores[0], ids[0]), 1):
             if hit is None:
