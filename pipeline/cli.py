@@ -482,6 +482,15 @@ def models():
             click.echo(f"{'':<24}{m.description}")
 
 
+def _register_info() -> None:
+    from pipeline.info import info
+
+    main.add_command(info)
+
+
+_register_info()
+
+
 def run_main() -> None:
     """Console entry point: Ctrl-C / SIGTERM end with a one-line message and exit status 130."""
     try:

@@ -22,7 +22,8 @@ from stages.video.errors import VideoError
 STAGE = "compress"
 # version: bump when a code change makes the compressed videos differ; neutral: params added after version 1
 # with the value that keeps version 1's output (left out of the fingerprint)
-SPEC = register_stage(STAGE, version=1, neutral={"legacy_scale": False})
+# ignore: where the sources are (their content identities, `inputs`, are hashed: a moved dataset is the same)
+SPEC = register_stage(STAGE, version=1, neutral={"legacy_scale": False}, ignore=("videos",))
 
 
 def source_videos(cfg: dict) -> list[tuple[str, Path]]:
@@ -59,7 +60,8 @@ def plan(cfg: dict, layout: Layout) -> list[Task]:
     for k, start in enumerate(range(0, len(videos), per)):
         chunk = videos[start : start + per]
         params = {
-            "videos": [[vid, str(p), ident[vid]] for vid, p in chunk],
+            "videos": [[vid, str(p)] for vid, p in chunk],
+            "inputs": [[vid, ident[vid]] for vid, _ in chunk],
             "out_dir": str(layout.compress_dir),
             "fps": c["fps"],
             "size": c["size"],
@@ -80,7 +82,7 @@ def run_task(task: Task) -> Result:
     t0 = time.perf_counter()
 
     def one(item: list) -> tuple[str, str, str | None, str | None]:
-        vid, src, _sig = item
+        vid, src = item[0], item[1]
         dst = out_dir / f"{vid}.mp4"
         if dst.exists() and not overwrite:
             return vid, "existing", None, None

@@ -31,7 +31,18 @@ from stages.provenance import check_same_source, store_fingerprint, store_summar
 from stages.tasks import Result, Task, atomic_path, register_stage, write_json_atomic, write_text_atomic
 
 STAGE = "evaluate"
-SPEC = register_stage(STAGE, version=1, neutral={"similarity": "auto", "candidates": "exact"})
+# ignore: where the checkpoint is (its sha256, checkpoint_sha256, is hashed) and where the stores are read from
+# (their fingerprints, sigs, are hashed) - a moved checkpoint or store is the same one
+SPEC = register_stage(STAGE, version=1, neutral={"similarity": "auto", "candidates": "exact"}, ignore=("weights",))
+
+
+def _checkpoint(cfg: dict) -> dict:
+    from stages.provenance import checkpoint_sha256
+
+    try:
+        return checkpoint_sha256(cfg["model"]["name"], cfg["model"]["weights"])
+    except ConfigError:  # a store of a model this vtpipe does not register: nothing to load, nothing to hash
+        return {}
 RETRIEVAL = ("t2v", "v2t")
 ACTION = ("zeroshot", "linear-probe")
 TASKS = RETRIEVAL + ACTION + ("crosstask",)
@@ -112,6 +123,7 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features:
             "similarity": ev.get("similarity", "auto"),
             "model": model,
             "weights": cfg["model"]["weights"],
+            "checkpoint_sha256": _checkpoint(cfg),
             "allow_random": cfg["model"]["allow_random"],
         }
         if params["similarity"] not in SIMILARITIES:
@@ -132,7 +144,8 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features:
             "out_dir": str(eval_dir / name),
         }
         if name == "zeroshot":
-            params.update({"model": model, "weights": cfg["model"]["weights"], "allow_random": cfg["model"]["allow_random"],
+            params.update({"model": model, "weights": cfg["model"]["weights"], "checkpoint_sha256": _checkpoint(cfg),
+                           "allow_random": cfg["model"]["allow_random"],
                            "prompt_template": ds["prompt_template"]})
         else:
             params["C"] = float(ev["linear_probe"]["C"])

@@ -28,9 +28,12 @@ from stages.tasks import Result, Task, atomic_path, fingerprint, register_stage
 
 STAGE = "extract"
 # version: bump when a code change makes the features differ. neutral: params added after version 1 with the
-# value that keeps version 1's output. ignore: where the checkpoint / caption file is (their sha256 is hashed).
+# value that keeps version 1's output. ignore: where the checkpoint, caption file and videos are (their content
+# identities are hashed: checkpoint_sha256, input_identity), so moved inputs leave a run complete.
 SPEC = register_stage(STAGE, version=1, neutral={"fast_resize": False, "segments": False},
-                      ignore=("weights", "captions"))
+                      ignore=("weights", "captions", "videos"))
+# the plan hashes the source videos' identities, not the compress stage's results (see pipeline.status)
+PLANS_FROM_RESULTS = False
 log = logging.getLogger("vtpipe.extract")
 
 
@@ -207,7 +210,7 @@ def _attrs(task: Task, model, device: str, extra: dict | None = None) -> dict:
         "checkpoint_sha256": {} if random else p.get("checkpoint_sha256", {}),
         "precision": precision(device, task.runtime.get("amp")),
         "input_fingerprint": p.get("input_identity", ""),
-        "upstream": p.get("upstream", ""),
+        **({"upstream": p["upstream"]} if "upstream" in p else {}),
         "fingerprint": task.fingerprint,
         "stage_version": SPEC.version,
         "random_weights": random,
