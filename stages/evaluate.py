@@ -54,12 +54,17 @@ def _sig(p: Path) -> str | None:
     return store_fingerprint(p)
 
 
-def stores_used(p: dict) -> dict:
-    """metrics.json "stores": every store the task read, by path, fingerprint and checkpoint sha256."""
+def stores_used(p: dict, metrics_dir: str | Path | None = None) -> dict:
+    """metrics.json "stores": every store the task read, by fingerprint and checkpoint sha256, and by path
+    relative to the metrics file's folder (so a moved run still names its own stores)."""
+    import os
+
     out = {}
     for key, name in (("features", "video"), ("text_features", "text"), ("bank_features", "bank")):
         if p.get(key) and Path(p[key]).is_file():
             out[name] = store_summary(p[key])
+            out[name]["path"] = os.path.relpath(os.path.abspath(p[key]),
+                                                os.path.abspath(metrics_dir or p["out_dir"]))
     return out
 
 
@@ -197,7 +202,8 @@ def _run_crosstask(task: Task) -> Result:
         t = ts.pooled()[[trow[c] for c in seg["caption_id"]]]
         model = vs.model
     res = crosstask_vt_twins(v, t, seg["task"].tolist(), seg["step"].tolist())
-    m = {"task": "crosstask", "model": model, "stores": stores_used(p), "vtpipe_version": __version__, "metric": res["metric"], "ctr": res["ctr"], "per_task": res["per_task"],
+    m = {"task": "crosstask", "model": model, "stores": stores_used(p), "vtpipe_version": __version__,
+         "metric": res["metric"], "ctr": res["ctr"], "per_task": res["per_task"],
          "n_segments": res["n_segments"], "n_tasks": res["n_tasks"], "segments_missing": int(len(df) - len(seg))}
     write_json_atomic(Path(p["out_dir"]) / "metrics.json", m)
     return Result(task.id, outputs={"metrics": str(Path(p["out_dir"]) / "metrics.json")}, info={"ctr": m["ctr"]},
@@ -268,9 +274,8 @@ def _run_retrieval(task: Task) -> Result:
     _check_pair(p["features"], p["text_features"])
     if p.get("bank_features") and Path(p["bank_features"]).is_file():
         _check_pair(p["features"], p["bank_features"])
-    stores = stores_used(p)
     if p.get("candidates") == "faiss" and p.get("index_dir"):
-        _check_index(p["index_dir"], stores["video"])
+        _check_index(p["index_dir"], store_summary(p["features"]))
     data = load_pairs(p["features"], p["text_features"])
     if len(data["cap_video"]) == 0:
         raise VtpipeError("no caption has an extracted video: nothing to evaluate")
@@ -318,7 +323,7 @@ def _run_retrieval(task: Task) -> Result:
             "videos_without_captions": len(data["video_ids"]) - len(video_ids), "random_weights": data["random_weights"],
             "v2t_gallery": p["v2t_gallery"] if d == "v2t" else None,
             "similarity": mode,
-            "stores": stores, "vtpipe_version": __version__,
+            "stores": stores_used(p, Path(p["out_dir"]) / d), "vtpipe_version": __version__,
         })
         if sim_info:
             m["similarity_info"] = sim_info
@@ -609,7 +614,8 @@ def _run_linear_probe(task: Task) -> Result:
                 raise VtpipeError(f"split {split}: no training or no test video has features in {p['features']}")
             splits.append((xtr, train["label"].to_numpy()[ktr], xte, test["label"].to_numpy()[kte]))
     res = linear_probe_splits(splits, C=p["C"])
-    m = {"task": "linear-probe", "stores": stores_used(p), "vtpipe_version": __version__, "dataset": p["dataset"], "splits": p["splits"], "C": p["C"],
+    m = {"task": "linear-probe", "stores": stores_used(p), "vtpipe_version": __version__,
+         "dataset": p["dataset"], "splits": p["splits"], "C": p["C"],
          **{k: v for k, v in res.items() if not isinstance(v, np.ndarray)}, "videos_missing": sorted(missing)}
     write_json_atomic(Path(p["out_dir"]) / "metrics.json", m)
     return Result(task.id, outputs={"metrics": str(Path(p["out_dir"]) / "metrics.json")},

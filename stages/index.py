@@ -140,7 +140,7 @@ def build_from_store(features: str | Path, out_dir: str | Path, index: str = "au
             "features": str(features),
             # the store relative to the index folder: a run moved or copied whole still finds it
             "features_relative": os.path.relpath(os.path.abspath(features), os.path.abspath(out_dir)),
-            "features_fingerprint": store.attrs.get("fingerprint", ""),
+            "features_fingerprint": store.attrs.get("fingerprint") or store_fingerprint(features) or "",
             "unit": store.attrs.get("unit", ""),
             **{k: store.attrs[k] for k in ("checkpoint_sha256", "random_weights", "sampling", "preprocess", "precision",
                                            "input_fingerprint") if k in store.attrs},

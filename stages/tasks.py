@@ -4,6 +4,10 @@ Every stage module offers ``plan(cfg, run) -> list[Task]`` and ``run_task(task) 
 A task is complete iff its manifest exists and records the task's current fingerprint. run_task writes its
 outputs under temporary names, renames them into place, and writes the manifest last, so a task killed at
 any moment is either complete or redone from scratch on the next run.
+
+Fingerprints travel with the run: paths under the run directory (Task.root) are hashed relative to it, and
+manifests store their outputs relative to the stage folder, so a copied, moved or untarred run is complete.
+Each stage registers a version and its neutral parameters (register_stage): see StageSpec.
 """
 
 from __future__ import annotations

@@ -232,6 +232,8 @@ def test_info_shows_checkpoint_hash_for_every_store(finished, env):
     assert {m["task"] for m in metrics} == {"t2v", "v2t"}
     for m in metrics:
         assert m["stores"]["video"]["fingerprint"] == merged_fp
+        named = (run / m["path"]).parent / m["stores"]["video"]["path"]  # relative to the metrics file
+        assert named.resolve() == (run / "features/shapes-tiny.h5").resolve()
         assert m["stores"]["text"]["checkpoint_sha256"] == want
     text = run_cli("info", str(run / "features/shapes-tiny.h5"), env=env).stdout
     assert _sha256(CHECKPOINT) in text and "shard_fingerprints" in text
