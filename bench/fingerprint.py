@@ -8,6 +8,7 @@ temporary folder, then times, each in a fresh state of this process (no in-memor
   stat only      os.stat of every file (what an mtime fingerprint costs: the floor)
   cold           identities with an empty identity cache (hash 3 x 64 KiB per file + write the cache)
   warm           identities again, from the on-disk cache (stat + lookup)
+  discover       listing the input folder into (id, path) pairs (no identities): part of every plan
   plan warm      `compress.plan` + `extract.plan` of a 2-stage run over the folder (discovery, identities,
                  task fingerprints): what `vtpipe status` / `vtpipe run` pay before any work
 The file data is in the page cache after generation (a cluster file system that must fetch the blocks makes
@@ -85,6 +86,7 @@ def main() -> None:
         cfg = config_mod.resolve({"stages": ["compress", "extract"], "input": {"videos": str(tmp / "videos")},
                                   "extract": {"shards": args.shards}})
         layout = Layout(tmp / "run")
+        timed("discover", lambda: compress.source_videos(cfg), n)
         tasks = []
         timed("plan warm", lambda: tasks.extend(compress.plan(cfg, layout) + extract.plan(cfg, layout)), n)
         print(f"({len(tasks)} tasks; cache file {(tmp / 'cache/identity.sqlite3').stat().st_size / 1e6:.1f} MB)")
