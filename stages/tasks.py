@@ -140,14 +140,23 @@ def relative_to_run(obj: Any, root: str) -> Any:
     return walk(obj)
 
 
-def task_fingerprint(stage: str, task_id: str, params: dict[str, Any], root: str = "") -> str:
-    """What identifies a task's output: the stage's version and its params, minus the neutral and ignored
-    ones, with paths inside the run relative to it."""
+def _hashed_params(stage: str, params: dict[str, Any], root: str) -> dict[str, Any]:
     spec = stage_spec(stage)
     kept = {k: v for k, v in params.items()
             if k not in spec.ignore and not (k in spec.neutral and v == spec.neutral[k])}
-    return fingerprint({"stage": stage, "id": task_id, "version": spec.version,
-                        "params": relative_to_run(kept, str(root))})
+    return relative_to_run(kept, str(root))
+
+
+def task_fingerprint(stage: str, task_id: str, params: dict[str, Any], root: str = "") -> str:
+    """What identifies a task's output: the stage's version and its params, minus the neutral and ignored
+    ones, with paths inside the run relative to it."""
+    return fingerprint({"stage": stage, "id": task_id, "version": stage_spec(stage).version,
+                        "params": _hashed_params(stage, params, root)})
+
+
+def fingerprint_parts(task: Task) -> dict[str, str]:
+    """{param: hash} of the hashed params, kept in the manifest so a stale message can say what changed."""
+    return {k: fingerprint(v) for k, v in _hashed_params(task.stage, task.params, task.root).items()}
 
 
 def file_signature(path: str | os.PathLike) -> dict[str, Any]:
@@ -200,6 +209,12 @@ def stale_reason(task: Task, m: dict[str, Any]) -> str:
     if old != now:
         return (f"it was made by {task.stage} stage version {old}{made}; this vtpipe's {task.stage} stage is "
                 f"version {now}, whose output differs")
+    old_parts = m.get("fingerprint_parts")
+    if isinstance(old_parts, dict):
+        now_parts = fingerprint_parts(task)
+        changed = sorted(k for k in set(old_parts) | set(now_parts) if old_parts.get(k) != now_parts.get(k))
+        if changed:
+            return f"it was made with other {', '.join(changed)} (a different config or inputs)"
     return "it was made with a different config or inputs"
 
 
@@ -234,6 +249,8 @@ def write_manifest(task: Task, result: Result) -> Path:
         "task_id": task.id,
         "fingerprint": task.fingerprint,
         "stage_version": stage_spec(task.stage).version,
+        "fingerprint_parts": fingerprint_parts(task) if task.fingerprint == task_fingerprint(
+            task.stage, task.id, task.params, task.root) else {},
         "vtpipe_version": __version__,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(result.seconds, 3),

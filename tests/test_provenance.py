@@ -170,6 +170,8 @@ def test_changing_one_video_stales_exactly_its_tasks(finished, tmp_path, env):
     # (done and current, stale, done but outdated by an earlier stage)
     assert _stale_counts(run) == {"compress": (0, 1, 0), "extract": (2, 1, 0), "concat": (0, 0, 1),
                                   "index": (0, 0, 1), "evaluate": (0, 0, 1)}
+    st = _status(run)  # the stale message says which hashed parameter changed
+    assert "other inputs " in st["compress"].stale_why and "other input_identity " in st["extract"].stale_why
     y = _yaml(tmp_path, inputs / "videos", inputs / "captions.csv")
     refused = run_cli("run", str(y), "-o", str(run), env=env, check=False)
     assert refused.returncode == 2 and "--overwrite" in refused.stderr
@@ -195,6 +197,7 @@ def test_changing_the_checkpoint_stales_extract_and_later(finished, tmp_path):
     # evaluate hashes the checkpoint itself too (DRL similarities and zero-shot prompts load the model)
     assert _stale_counts(run) == {"compress": (1, 0, 0), "extract": (0, 3, 0), "concat": (0, 0, 1),
                                   "index": (0, 0, 1), "evaluate": (0, 1, 0)}
+    assert "other checkpoint_sha256 " in _status(run)["extract"].stale_why
 
 
 def test_changing_the_sampling_preset_stales_only_video_features(finished, tmp_path):
@@ -203,6 +206,7 @@ def test_changing_the_sampling_preset_stales_only_video_features(finished, tmp_p
     # the two video shards are stale; the caption features (text) do not depend on frame sampling
     assert _stale_counts(run) == {"compress": (1, 0, 0), "extract": (1, 2, 0), "concat": (0, 0, 1),
                                   "index": (0, 0, 1), "evaluate": (0, 0, 1)}
+    assert "other sampling " in _status(run)["extract"].stale_why
 
 
 def test_info_shows_checkpoint_hash_for_every_store(finished, env):
