@@ -24,7 +24,6 @@ evaluate's metrics.json names its stores under "stores" with their fingerprints 
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -131,6 +130,5 @@ def check_same_source(a: dict, b: dict, what_a: str, what_b: str, keys=PAIR_KEYS
         if k == "checkpoint_sha256" and (not va or not vb):
             continue  # a store written before checkpoints were recorded: nothing to compare
         if va != vb:
-            raise VtpipeError(f"{what_a} was made with {k}={json.dumps(va, default=str)} but {what_b} with "
-                              f"{json.dumps(vb, default=str)}: results of different models, weights or presets "
-                              "are never mixed; re-extract one of them")
+            raise VtpipeError(f"{what_a} was made with {k}={va!r} but {what_b} with {vb!r}: results of "
+                              "different models, weights or presets are never mixed; re-extract one of them")
