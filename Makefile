@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/evaluate.py --only a
 	$(BIN)/python bench/evaluate.py --only b
+	$(BIN)/python bench/fingerprint.py --videos 20000
 
 clean-demo:
 	rm -rf outputs/sample

@@ -380,7 +380,9 @@ def search(index_dir, text, video, k, features, weights, allow_random):
             model = load_model(ix.infos["model"], weights=weights, allow_random=allow_random)
             q = model.encode_text([text]).pooled.astype(np.float32)
         else:
-            q = video_queries(index_dir, features or ix.infos["features"], [video])
+            from stages.index import infos_store_path
+
+            q = video_queries(index_dir, features or infos_store_path(index_dir, ix.infos), [video])
         scores, ids = ix.search(q, k, model=ix.infos["model"])
         for rank, (s, hit) in enumerate(zip(scores[0], ids[0]), 1):
             if hit is None:
@@ -605,6 +607,15 @@ def presets(show):
             click.echo(f"{'':<30} from {p.reference}")
     except VtpipeError as e:
         _fail(e)
+
+
+def _register_info() -> None:
+    from pipeline.info import info
+
+    main.add_command(info)
+
+
+_register_info()
 
 
 def run_main() -> None:

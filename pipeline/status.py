@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline import config as config_mod
 from stages.errors import VtpipeError
 from stages.layout import Layout
-from stages.tasks import MANIFEST_DIR, read_manifest
+from stages.tasks import MANIFEST_DIR, read_manifest, stale_reason
 
 
 @dataclass
@@ -24,6 +24,8 @@ class StageStatus:
     done: int = 0
     failed: int = 0
     stale: int = 0  # finished with another config: needs --overwrite
+    outdated: int = 0  # of `done`: finished, but an earlier stage is not (its inputs will change)
+    stale_why: str = ""  # why the first stale task is stale (stages.tasks.stale_reason)
     videos: int = 0
     seconds: float = 0.0
     reasons: Counter = field(default_factory=Counter)
@@ -62,6 +64,7 @@ def collect(run_dir: Path) -> list[StageStatus]:
                 st.reasons.update(f.get("reason", "unknown") for f in m.get("failures", []))
             elif m is not None:
                 st.stale += 1
+                st.stale_why = st.stale_why or stale_reason(t, m)
             elif t.failed_path.exists():
                 st.failed += 1
                 try:
@@ -69,6 +72,16 @@ def collect(run_dir: Path) -> list[StageStatus]:
                     st.errors.append(f"{t.id}: {err.get('error')} (attempts: {err.get('attempts')})")
                 except (OSError, json.JSONDecodeError):
                     st.errors.append(f"{t.id}: failed")
+    # A stage that plans from the previous stage's results (concat from the shards' manifests, index and
+    # evaluate from the store's fingerprint) reads as current while that stage is stale; its results are
+    # outdated and will be redone. Extract is not such a stage: it hashes the source videos' own identity.
+    from pipeline.runner import stage_module
+
+    prev_changed = False
+    for st in out:
+        if prev_changed and getattr(stage_module(st.stage), "PLANS_FROM_RESULTS", True):
+            st.outdated = st.done
+        prev_changed = bool(st.plan_error) or st.done < st.tasks or st.outdated > 0
     return out
 
 
@@ -102,7 +115,9 @@ def format_status(run_dir: Path) -> str:
         rate = f"{r.videos / r.seconds:.1f} videos/s" if r.videos and r.seconds else ""
         fails = ", ".join(f"{k}: {v}" for k, v in r.reasons.most_common())
         extra = "; ".join(x for x in (rate, f"failed videos: {fails}" if fails else "") if x)
-        stale = f" ({r.stale} stale: rerun with --overwrite)" if r.stale else ""
+        stale = f" ({r.stale} stale: {r.stale_why}; rerun with --overwrite)" if r.stale else ""
+        if r.outdated:
+            stale += f" ({r.outdated} done but outdated: an earlier stage changed)"
         lines.append(f"  {r.stage:<9} {r.tasks:>5} {r.done:>5} {r.failed:>6} {r.pending:>7}  {extra}{stale}")
         lines.extend(f"      error {e}" for e in r.errors[:5])
     for m in sorted(run_dir.glob("eval/*/*/metrics.json")):

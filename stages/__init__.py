@@ -4,4 +4,4 @@ Nothing in this package imports click or dask: every stage can be called from a 
 worker or a SLURM array task alike.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: setup.cfg reads it (attr:), stores and manifests record it

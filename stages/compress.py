@@ -11,14 +11,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from stages.errors import VtpipeError
 from stages.faults import fault_point
 from stages.layout import Layout
-from stages.tasks import Result, Task, file_signature
+from stages.tasks import Result, Task, register_stage
 from stages.video.compress import compress_video
 from stages.video.discover import discover_videos
 from stages.video.errors import VideoError
 
 STAGE = "compress"
+# version: bump when a code change makes the compressed videos differ; neutral: params added after version 1
+# with the value that keeps version 1's output (left out of the fingerprint)
+# ignore: where the sources are (their content identities, `inputs`, are hashed: a moved dataset is the same)
+SPEC = register_stage(STAGE, version=1, neutral={"legacy_scale": False}, ignore=("videos",))
 
 
 def source_videos(cfg: dict) -> list[tuple[str, Path]]:
@@ -32,6 +37,16 @@ def source_videos(cfg: dict) -> list[tuple[str, Path]]:
     return sorted(((e.id, Path(e.path)) for e in entries), key=lambda x: x[0])
 
 
+def source_identities(videos: list[tuple[str, Path]]) -> dict[str, str]:
+    """{video id: content identity} of the input videos (stages.identity; cached)."""
+    from stages.identity import identities
+
+    try:
+        return dict(zip((v for v, _ in videos), identities([p for _, p in videos])))
+    except OSError as e:
+        raise VtpipeError(f"input video {e.filename} cannot be read ({e.strerror}): was it moved or deleted?") from e
+
+
 def output_path(layout: Layout, video_id: str) -> Path:
     return layout.compress_dir / f"{video_id}.mp4"
 
@@ -39,12 +54,14 @@ def output_path(layout: Layout, video_id: str) -> Path:
 def plan(cfg: dict, layout: Layout) -> list[Task]:
     c = cfg["compress"]
     videos = source_videos(cfg)
+    ident = source_identities(videos)
     per = max(1, int(c["videos_per_task"]))
     tasks = []
     for k, start in enumerate(range(0, len(videos), per)):
         chunk = videos[start : start + per]
         params = {
-            "videos": [[vid, str(p), file_signature(p)] for vid, p in chunk],
+            "videos": [[vid, str(p)] for vid, p in chunk],
+            "inputs": [[vid, ident[vid]] for vid, _ in chunk],
             "out_dir": str(layout.compress_dir),
             "fps": c["fps"],
             "size": c["size"],
@@ -54,7 +71,8 @@ def plan(cfg: dict, layout: Layout) -> list[Task]:
             "legacy_scale": c["legacy_scale"],
             "aspect": c.get("aspect", "stored"),
         }
-        tasks.append(Task(STAGE, f"videos-{k:05d}", str(layout.compress_dir), params, runtime={"workers": c["workers"]}))
+        tasks.append(Task(STAGE, f"videos-{k:05d}", str(layout.compress_dir), params, runtime={"workers": c["workers"]},
+                          root=str(layout.root)))
     return tasks
 
 
@@ -65,7 +83,7 @@ def run_task(task: Task) -> Result:
     t0 = time.perf_counter()
 
     def one(item: list) -> tuple[str, str, str | None, str | None]:
-        vid, src, _sig = item
+        vid, src = item[0], item[1]
         dst = out_dir / f"{vid}.mp4"
         if dst.exists() and not overwrite:
             return vid, "existing", None, None

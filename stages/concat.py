@@ -17,9 +17,10 @@ import numpy as np
 from stages.errors import VtpipeError
 from stages.layout import Layout
 from stages.store import VideoStore, VideoStoreWriter, abandon_h5
-from stages.tasks import Result, Task, atomic_path, load_manifests
+from stages.tasks import Result, Task, atomic_path, fingerprint, load_manifests, register_stage
 
 STAGE = "concat"
+SPEC = register_stage(STAGE, version=1, neutral={"layout": "flat"})
 
 
 TEXT_TASKS = ("text", "bank")  # extract's caption tasks: the test captions and the re-ranking query bank
@@ -34,10 +35,27 @@ def shard_manifests(extract_dir: Path) -> tuple[list[dict], dict[str, dict]]:
     return shards, texts
 
 
+def _shard_model(shards: list[dict]) -> str:
+    """The model attribute of the first readable shard ('' when none): `vtpipe concat DIR` is named after
+    the model that made the shards, not the config's default."""
+    for m in shards:
+        try:
+            with h5py.File(m["outputs"]["shard"], "r") as f:
+                v = f.attrs.get("model", "")
+        except (OSError, KeyError):
+            continue
+        v = v.decode() if isinstance(v, bytes) else str(v)
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in v)
+    return ""
+
+
 def plan(cfg: dict, layout: Layout, extract_dir: Path | None = None) -> list[Task]:
     model = cfg["model"]["name"]
+    given = extract_dir is not None
     extract_dir = Path(extract_dir or layout.extract_dir(model))
     shards, texts = shard_manifests(extract_dir)
+    if given:
+        model = _shard_model(shards) or model
     dest = {"text": layout.text_features(model), "bank": layout.bank_features(model),
             BANK_VIDEOS: layout.bank_video_features(model)}
     params = {
@@ -50,30 +68,53 @@ def plan(cfg: dict, layout: Layout, extract_dir: Path | None = None) -> list[Tas
     }
     if params["layout"] == "locvtp":  # only where it changes the output (keeps flat runs' fingerprints)
         params["locvtp_ids"] = cfg["concat"]["locvtp_ids"]
-    return [Task(STAGE, f"concat-{model}", str(layout.concat_dir()), params)]
+    return [Task(STAGE, f"concat-{model}", str(layout.concat_dir()), params, root=str(layout.root))]
 
 
-def concat_stores(shard_paths: list[str], out: str | Path, dtype: str | None = None) -> dict:
-    """Merge video stores in the given order into `out` (atomically). Returns counts."""
+_PER_SHARD = ("shard", "fingerprint", "vtpipe_version", "store_format", "kind", "embed_dim", "dtype", "input_fingerprint",
+              "precision", "stage_version")
+
+
+def concat_stores(shard_paths: list[str], out: str | Path, dtype: str | None = None,
+                  fingerprint_: str = "") -> dict:
+    """Merge video stores in the given order into `out` (atomically). Returns counts.
+
+    Shards of other models, weights (checkpoint sha256), sampling or preprocessing presets, or inputs
+    prepared otherwise (compress settings) are refused. The merged store keeps the shards' provenance and
+    adds its own: fingerprint (`fingerprint_`), shard_fingerprints, shard_input_fingerprints, and an
+    input_fingerprint over them."""
+    from stages.provenance import MERGE_KEYS
+
     if not shard_paths:
         raise VtpipeError("nothing to concatenate: no extract shards were found (did `vtpipe extract` run?)")
     first = VideoStore(shard_paths[0])
-    attrs = {k: v for k, v in first.attrs.items() if k not in ("shard", "fingerprint", "vtpipe_version", "store_format", "kind", "embed_dim", "dtype")}
+    attrs = {k: v for k, v in first.attrs.items() if k not in _PER_SHARD}
     dim, dt = first.embed_dim, dtype or first.attrs.get("dtype", "float32")
     first.close()
+    shard_fps, shard_inputs, precisions = [], [], []
+    for sp in shard_paths:
+        with VideoStore(sp) as s:
+            if s.embed_dim != dim or s.model != attrs.get("model"):
+                raise VtpipeError(f"{sp}: model {s.model!r} dim {s.embed_dim} differs from {shard_paths[0]}")
+            for key in MERGE_KEYS:
+                if s.attrs.get(key) != attrs.get(key):
+                    raise VtpipeError(f"{sp} was made with {key}={s.attrs.get(key)!r} but {shard_paths[0]} with "
+                                      f"{attrs.get(key)!r}: shards of different models, weights, presets or inputs "
+                                      "are never merged; re-extract them with one config")
+            shard_fps.append(str(s.attrs.get("fingerprint", "")))
+            shard_inputs.append(str(s.attrs.get("input_fingerprint", "")))
+            precisions.append(str(s.attrs.get("precision", "")))
+    provenance = {"fingerprint": fingerprint_ or fingerprint(shard_fps), "stage_version": SPEC.version,
+                  "shard_fingerprints": shard_fps,
+                  "shard_input_fingerprints": shard_inputs, "input_fingerprint": fingerprint(shard_inputs),
+                  "precision": precisions[0] if len(set(precisions)) == 1 else sorted(set(precisions))}
     seen: dict[str, str] = {}
     n_units = 0
     with atomic_path(out, suffix=".h5") as tmp:
-        w = VideoStoreWriter(tmp, dim, {**attrs, "shards": len(shard_paths)}, dtype=dt)
+        w = VideoStoreWriter(tmp, dim, {**attrs, **provenance, "shards": len(shard_paths)}, dtype=dt)
         try:
             for sp in shard_paths:
                 with VideoStore(sp) as s:
-                    if s.embed_dim != dim or s.model != attrs.get("model"):
-                        raise VtpipeError(f"{sp}: model {s.model!r} dim {s.embed_dim} differs from {shard_paths[0]}")
-                    for key in ("sampling", "unit", "random_weights"):
-                        if s.attrs.get(key) != attrs.get(key):
-                            raise VtpipeError(f"{sp} was made with {key}={s.attrs.get(key)!r} but {shard_paths[0]} with "
-                                              f"{attrs.get(key)!r}: shards of different configs cannot be merged")
                     for v in s.iter_videos():
                         if v.id in seen:
                             raise VtpipeError(f"video id {v.id!r} is in both {seen[v.id]} and {sp}")
@@ -119,6 +160,10 @@ def export_locvtp(store_path: str | Path, out: str | Path, ids: str = "stem") ->
         with atomic_path(out, suffix=".h5") as tmp:
             f = h5py.File(tmp, "w")
             try:
+                for k, v in s._f.attrs.items():  # the merged store's provenance, on the file's root
+                    f.attrs[k] = v
+                f.attrs["kind"] = "locvtp-export"
+                f.attrs["locvtp_ids"] = ids
                 for v in s.iter_videos():
                     g = f.create_group(keys[v.id])
                     g.create_dataset("c3d_features", data=v.unit_features.astype(np.float32)[:, None, :])
@@ -157,7 +202,7 @@ def run_task(task: Task) -> Result:
     planned = {tid: fp for tid, fp, _ in p["shards"]}
     if fps_now != planned:
         raise VtpipeError(f"the shards in {extract_dir} changed while concat ran; run it again")
-    counts = concat_stores([path for _, _, path in p["shards"]], p["out"])
+    counts = concat_stores([path for _, _, path in p["shards"]], p["out"], fingerprint_=task.fingerprint)
     failures = [f for m in shards for f in m.get("failures", [])]
     outputs = {"features": p["out"]}
     for kind, (_fp, src, dst) in p["texts"].items():

@@ -25,22 +25,73 @@ from pathlib import Path
 
 import numpy as np
 
+from stages import __version__
 from stages.errors import ConfigError, VtpipeError
 from stages.layout import Layout
 from stages.report_table import metrics_table, ranks_frame
 from stages.retrieval.diagnostics import missing_warning
 from stages.store import TextStore, VideoStore
-from stages.tasks import Result, Task, atomic_path, file_signature, write_json_atomic, write_text_atomic
+from stages.provenance import check_same_source, store_fingerprint, store_summary
+from stages.tasks import Result, Task, atomic_path, register_stage, write_json_atomic, write_text_atomic
 
 STAGE = "evaluate"
+# ignore: where the checkpoint is (its sha256, checkpoint_sha256, is hashed) and where the stores are read from
+# (their fingerprints, sigs, are hashed) - a moved checkpoint or store is the same one
+SPEC = register_stage(STAGE, version=1, neutral={"similarity": "auto", "candidates": "exact"}, ignore=("weights",))
+
+
+def _checkpoint(cfg: dict) -> dict:
+    from stages.provenance import checkpoint_sha256
+
+    try:
+        return checkpoint_sha256(cfg["model"]["name"], cfg["model"]["weights"])
+    except ConfigError:  # a store of a model this vtpipe does not register: nothing to load, nothing to hash
+        return {}
 RETRIEVAL = ("t2v", "v2t")
 ACTION = ("zeroshot", "linear-probe")
 TASKS = RETRIEVAL + ACTION + ("crosstask",)
 SIMILARITIES = ("auto", "dp", "ti", "wti", "ucofia")
 
 
-def _sig(p: Path) -> dict | None:
-    return file_signature(p) if p.exists() else None
+def _sig(p: Path) -> str | None:
+    """A store as the fingerprint sees it: its own fingerprint attribute (the same after a copy)."""
+    return store_fingerprint(p)
+
+
+def stores_used(p: dict, metrics_dir: str | Path | None = None) -> dict:
+    """metrics.json "stores": every store the task read, by fingerprint and checkpoint sha256, and by path
+    relative to the metrics file's folder (so a moved run still names its own stores)."""
+    import os
+
+    out = {}
+    for key, name in (("features", "video"), ("text_features", "text"), ("bank_features", "bank")):
+        if p.get(key) and Path(p[key]).is_file():
+            out[name] = store_summary(p[key])
+            out[name]["path"] = os.path.relpath(os.path.abspath(p[key]),
+                                                os.path.abspath(metrics_dir or p["out_dir"]))
+    return out
+
+
+def _check_index(index_dir: str, video: dict) -> None:
+    """--candidates faiss: the index must be built from this very store (its fingerprint), not another one."""
+    import json
+
+    try:
+        infos = json.loads((Path(index_dir) / "index_infos.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # search() says what is wrong with the folder
+    built, now = infos.get("features_fingerprint"), video.get("fingerprint")
+    if built and now and built != now:
+        raise VtpipeError(f"the index at {index_dir} was built from a store with fingerprint {built}, but "
+                          f"{video['path']} has fingerprint {now}: rebuild the index (vtpipe index) for this store")
+
+
+def _check_pair(video_path: str, text_path: str) -> None:
+    """A video store and a caption store are evaluated together only when made by the same model and weights."""
+    from stages.provenance import store_provenance
+
+    check_same_source(store_provenance(video_path), store_provenance(text_path), f"video store {video_path}",
+                      f"text store {text_path}")
 
 
 def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features: Path | None = None,
@@ -87,12 +138,13 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features:
             "similarity": ev.get("similarity", "auto"),
             "model": model,
             "weights": cfg["model"]["weights"],
+            "checkpoint_sha256": _checkpoint(cfg),
             "allow_random": cfg["model"]["allow_random"],
             **({"allow_globals": list(cfg["model"]["allow_globals"])} if cfg["model"].get("allow_globals") else {}),
         }
         if params["similarity"] not in SIMILARITIES:
             raise ConfigError(f"evaluate.similarity must be one of {list(SIMILARITIES)}, got {params['similarity']!r}")
-        tasks.append(Task(STAGE, "retrieval", str(eval_dir), params))
+        tasks.append(Task(STAGE, "retrieval", str(eval_dir), params, root=str(layout.root)))
     for name in (t for t in ev["tasks"] if t in ACTION):
         if ds["kind"] != "action" or not ds["splits_dir"]:
             raise ConfigError(f"evaluate task {name!r} needs an action dataset: set dataset.preset (ucf101, hmdb51) "
@@ -108,11 +160,12 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features:
             "out_dir": str(eval_dir / name),
         }
         if name == "zeroshot":
-            params.update({"model": model, "weights": cfg["model"]["weights"], "allow_random": cfg["model"]["allow_random"],
+            params.update({"model": model, "weights": cfg["model"]["weights"], "checkpoint_sha256": _checkpoint(cfg),
+                           "allow_random": cfg["model"]["allow_random"],
                            "prompt_template": ds["prompt_template"]})
         else:
             params["C"] = float(ev["linear_probe"]["C"])
-        tasks.append(Task(STAGE, name, str(eval_dir), params))
+        tasks.append(Task(STAGE, name, str(eval_dir), params, root=str(layout.root)))
     if "crosstask" in ev["tasks"]:
         if not ds["captions"] or ds["format"] != "crosstask" or not cfg["extract"]["segments"]:
             raise ConfigError("evaluate task 'crosstask' needs dataset.format=crosstask with dataset.captions "
@@ -122,7 +175,7 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None, text_features:
         params = {"task": "crosstask", "features": str(feats), "text_features": str(text),
                   "sigs": [_sig(feats), _sig(text)], "captions": ds["captions"], "options": dict(ds["options"]),
                   "out_dir": str(eval_dir / "crosstask")}
-        tasks.append(Task(STAGE, "crosstask", str(eval_dir), params))
+        tasks.append(Task(STAGE, "crosstask", str(eval_dir), params, root=str(layout.root)))
     return tasks
 
 
@@ -146,6 +199,7 @@ def _run_crosstask(task: Task) -> Result:
     p = task.params
     t0 = time.perf_counter()
     df = read_captions("crosstask", p["captions"], **p["options"])
+    _check_pair(p["features"], p["text_features"])
     with VideoStore(p["features"]) as vs, TextStore(p["text_features"]) as ts:
         if vs.model != ts.attrs.get("model"):
             raise VtpipeError(f"video store is from model {vs.model!r} but text store from {ts.attrs.get('model')!r}")
@@ -159,7 +213,8 @@ def _run_crosstask(task: Task) -> Result:
         t = ts.pooled()[[trow[c] for c in seg["caption_id"]]]
         model = vs.model
     res = crosstask_vt_twins(v, t, seg["task"].tolist(), seg["step"].tolist())
-    m = {"task": "crosstask", "model": model, "metric": res["metric"], "ctr": res["ctr"], "per_task": res["per_task"],
+    m = {"task": "crosstask", "model": model, "stores": stores_used(p), "vtpipe_version": __version__,
+         "metric": res["metric"], "ctr": res["ctr"], "per_task": res["per_task"],
          "n_segments": res["n_segments"], "n_tasks": res["n_tasks"], "segments_missing": int(len(df) - len(seg))}
     write_json_atomic(Path(p["out_dir"]) / "metrics.json", m)
     return Result(task.id, outputs={"metrics": str(Path(p["out_dir"]) / "metrics.json")}, info={"ctr": m["ctr"]},
@@ -243,6 +298,11 @@ def _run_retrieval(task: Task) -> Result:
 
     p = task.params
     t0 = time.perf_counter()
+    _check_pair(p["features"], p["text_features"])
+    if p.get("bank_features") and Path(p["bank_features"]).is_file():
+        _check_pair(p["features"], p["bank_features"])
+    if p.get("candidates") == "faiss" and p.get("index_dir"):
+        _check_index(p["index_dir"], store_summary(p["features"]))
     data = load_pairs(p["features"], p["text_features"])
     if len(data["cap_video"]) == 0:
         raise VtpipeError("no caption has an extracted video: nothing to evaluate")
@@ -306,6 +366,7 @@ def _run_retrieval(task: Task) -> Result:
             "captions_missing_video": n_miss_caps, "missing_policy": p.get("missing", "drop"),
             "videos_without_captions": len(data["video_ids"]) - len(video_ids), "random_weights": data["random_weights"],
             "similarity": mode,
+            "stores": stores_used(p, Path(p["out_dir"]) / d), "vtpipe_version": __version__,
         })
         m.setdefault("v2t_gallery", p["v2t_gallery"] if d == "v2t" else None)
         miss_warn = missing_warning(len(data["missing_videos"]), n_miss_caps, p.get("missing", "drop"), len(video_ids))
@@ -572,7 +633,8 @@ def _run_zeroshot(task: Task) -> Result:
                 raise VtpipeError(f"split {split}: none of the {len(test)} test videos is in {p['features']}")
             acc = zeroshot_accuracy(pooled[[r for r in rows if r >= 0]], text, test["label"].to_numpy()[keep])
             per_split.append({"split": split, "top1": acc["top1"], "top5": acc.get("top5"), "videos": int(keep.sum())})
-    m = {"task": "zeroshot", "model": p["model"], "dataset": p["dataset"], "prompt_template": p["prompt_template"],
+    m = {"task": "zeroshot", "model": p["model"], "stores": stores_used(p), "vtpipe_version": __version__,
+         "dataset": p["dataset"], "prompt_template": p["prompt_template"],
          "per_split": per_split, "top1": float(np.mean([s["top1"] for s in per_split])),
          "top5": float(np.mean([s["top5"] for s in per_split if s["top5"] is not None] or [np.nan])),
          "videos_missing": sorted(missing), "random_weights": bool(getattr(model, "random_weights", False))}
@@ -606,7 +668,8 @@ def _run_linear_probe(task: Task) -> Result:
                 raise VtpipeError(f"split {split}: no training or no test video has features in {p['features']}")
             splits.append((xtr, train["label"].to_numpy()[ktr], xte, test["label"].to_numpy()[kte]))
     res = linear_probe_splits(splits, C=p["C"])
-    m = {"task": "linear-probe", "dataset": p["dataset"], "splits": p["splits"], "C": p["C"],
+    m = {"task": "linear-probe", "stores": stores_used(p), "vtpipe_version": __version__,
+         "dataset": p["dataset"], "splits": p["splits"], "C": p["C"],
          **{k: v for k, v in res.items() if not isinstance(v, np.ndarray)}, "videos_missing": sorted(missing)}
     write_json_atomic(Path(p["out_dir"]) / "metrics.json", m)
     return Result(task.id, outputs={"metrics": str(Path(p["out_dir"]) / "metrics.json")},

@@ -19,25 +19,40 @@ import torch
 from stages.backbones.registry import load_model, model_config
 from stages.datasets.captions import read_captions
 from stages.engine import run_engine
-from stages.errors import ConfigError
+from stages.errors import ConfigError, VtpipeError
 from stages.faults import fault_point
 from stages.layout import Layout
 from stages.progress import progress_bar
 from stages.store import VideoStoreWriter, write_text_store
-from stages.tasks import Result, Task, atomic_path, file_signature, fingerprint
+from stages.tasks import Result, Task, atomic_path, fingerprint, register_stage
 
 STAGE = "extract"
+# version: bump when a code change makes the features differ. neutral: params added after version 1 with the
+# value that keeps version 1's output. ignore: where the checkpoint, caption file and videos are (their content
+# identities are hashed: checkpoint_sha256, input_identity), so moved inputs leave a run complete.
+SPEC = register_stage(STAGE, version=1, neutral={"fast_resize": False, "segments": False},
+                      ignore=("weights", "captions", "videos"))
+# the plan hashes the source videos' identities, not the compress stage's results (see pipeline.status)
+PLANS_FROM_RESULTS = False
 log = logging.getLogger("vtpipe.extract")
 
 
 def input_videos(cfg: dict, layout: Layout) -> list[tuple[str, str]]:
     """(id, path) pairs the extract stage reads: compressed outputs when the run compresses, else sources."""
+    return [(vid, path) for vid, path, _ in input_videos_with_identity(cfg, layout)]
+
+
+def input_videos_with_identity(cfg: dict, layout: Layout) -> list[tuple[str, str, str]]:
+    """(id, path, identity): the identity is the content identity of the source video (stages.identity),
+    also when the run compresses it first (the compressed file is then a function of the source and the
+    compress settings, which the fingerprint holds as `upstream`), so it is known before compress ran."""
     from stages import compress
 
     sources = compress.source_videos(cfg)
+    ident = compress.source_identities(sources)
     if "compress" in cfg["stages"]:
-        return [(vid, str(compress.output_path(layout, vid))) for vid, _ in sources]
-    return [(vid, str(p)) for vid, p in sources]
+        return [(vid, str(compress.output_path(layout, vid)), ident[vid]) for vid, _ in sources]
+    return [(vid, str(p), ident[vid]) for vid, p in sources]
 
 
 def segment_items(cfg: dict, layout: Layout, spec: dict) -> list[list]:
@@ -56,7 +71,7 @@ def segment_items(cfg: dict, layout: Layout, spec: dict) -> list[list]:
     if "start_s" not in df.columns:
         raise ConfigError(f"extract.segments: format {ds['format']!r} has no start_s / end_s columns")
     paths = dict(input_videos(cfg, layout))
-    items, missing = [], 0
+    items, missing = [], 0  # segment items: their identity is their video's (input_identity below)
     for cid, vid, a, b in zip(df["caption_id"], df["video_id"], df["start_s"], df["end_s"]):
         if vid not in paths:
             missing += 1
@@ -104,17 +119,31 @@ def sampling_spec(cfg: dict) -> dict:
 
 
 def _model_params(cfg: dict) -> dict:
+    """The model as the fingerprint sees it: its name, the sha256 of every weight file it loads (the paths
+    are not hashed: a checkpoint copied elsewhere is the same checkpoint)."""
+    from stages.provenance import checkpoint_sha256
+
     m = cfg["model"]
-    aspect = cfg["extract"].get("aspect", "auto")
     w = m["weights"]
-    paths = [w] if isinstance(w, str) else list((w or {}).values())
-    sigs = [file_signature(x) for x in paths if x and Path(x).exists()]
     info = model_config(m["name"], m.get("protocol"))
-    # the protocol's preprocessing and aspect are part of what the features are: a change re-extracts
-    return {"model": m["name"], "weights": w, "weights_sig": sigs, "allow_random": m["allow_random"],
-            "allow_torchscript": m["allow_torchscript"], "protocol": info.protocol,
-            "preprocess": dict(info.preprocess), "aspect": info.aspect if aspect == "auto" else aspect,
+    return {"model": m["name"], "weights": w, "checkpoint_sha256": checkpoint_sha256(m["name"], w),
+            "allow_random": m["allow_random"], "allow_torchscript": m["allow_torchscript"],
+            "protocol": info.protocol,
             **({"allow_globals": list(m["allow_globals"])} if m.get("allow_globals") else {})}
+
+
+def input_identity(items: list, identity_of: dict[str, str]) -> str:
+    """One hash of what a shard reads: each item's id, its video's content identity and segment bounds."""
+    return fingerprint([[it[0], identity_of.get(it[1], it[1]), *it[2:]] for it in items])
+
+
+def caption_identity(path: str) -> str:
+    from stages.identity import file_sha256
+
+    try:
+        return "sha256:" + file_sha256(path)
+    except OSError as e:
+        raise VtpipeError(f"caption file {path} cannot be read ({e.strerror})") from e
 
 
 def _upstream(cfg: dict) -> str:
@@ -130,23 +159,33 @@ def plan(cfg: dict, layout: Layout) -> list[Task]:
     model = cfg["model"]["name"]
     out_dir = layout.extract_dir(model)
     spec = sampling_spec(cfg)
-    videos = segment_items(cfg, layout, spec) if e["segments"] else input_videos(cfg, layout)
+    with_ident = input_videos_with_identity(cfg, layout)
+    identity_of = {path: ident for _, path, ident in with_ident}
+    videos = segment_items(cfg, layout, spec) if e["segments"] else [(vid, path) for vid, path, _ in with_ident]
     n_shards = max(1, min(int(e["shards"]), max(1, len(videos))))
     runtime = {"device": e["device"], "decode_workers": e["decode_workers"], "threads": e["threads"],
                "decode_device": e["decode_device"]}
     # precision changes the features (bf16 autocast moves LocVTP's output by ~2e-2): part of the fingerprint
-    common = {**_model_params(cfg), "sampling": spec, "upstream": _upstream(cfg), "dtype": e["dtype"],
-              "fast_resize": e["fast_resize"], "segments": e["segments"], "amp": e["amp"]}
+    common = {**_model_params(cfg), "dtype": e["dtype"], "segments": e["segments"], "amp": e["amp"]}
+    # what only the video side depends on (caption features do not change with the frame sampling); the
+    # protocol's preprocessing and aspect are part of what the features are: a change re-extracts
+    info = model_config(model, cfg["model"].get("protocol"))
+    aspect = e.get("aspect", "auto")
+    video_common = {"sampling": spec, "preprocess": dict(info.preprocess), "upstream": _upstream(cfg),
+                    "fast_resize": e["fast_resize"], "aspect": info.aspect if aspect == "auto" else aspect}
     tasks = []
     for k, chunk in enumerate(np.array_split(np.arange(len(videos)), n_shards)):
         params = {
             **common,
+            **video_common,
             "kind": "videos",
             "videos": [list(videos[i]) for i in chunk],
+            "input_identity": input_identity([videos[i] for i in chunk], identity_of),
             "batch_size": e["batch_size"],
             "out": str(out_dir / f"shard-{k:05d}.h5"),
         }
-        tasks.append(Task(STAGE, f"shard-{k:05d}", str(out_dir), params, resources={"GPU": 1}, runtime=dict(runtime)))
+        tasks.append(Task(STAGE, f"shard-{k:05d}", str(out_dir), params, resources={"GPU": 1}, runtime=dict(runtime),
+                          root=str(layout.root)))
     ds = cfg["dataset"]
     text_sets = []
     if ds["captions"] and ds["kind"] == "retrieval":
@@ -164,13 +203,14 @@ def plan(cfg: dict, layout: Layout) -> list[Task]:
             **common,
             "kind": "text",
             "captions": path,
-            "captions_sig": file_signature(path),
+            "input_identity": caption_identity(path),
             "format": fmt,
             "options": options,
             "batch_size": e["text_batch_size"],
             "out": str(out_dir / f"{task_id}.h5"),
         }
-        tasks.append(Task(STAGE, task_id, str(out_dir), params, resources={"GPU": 1}, runtime=dict(runtime)))
+        tasks.append(Task(STAGE, task_id, str(out_dir), params, resources={"GPU": 1}, runtime=dict(runtime),
+                          root=str(layout.root)))
     return tasks
 
 
@@ -196,18 +236,24 @@ def _load(task: Task):
     return model, device
 
 
-def _attrs(task: Task, model, extra: dict | None = None) -> dict:
+def _attrs(task: Task, model, device: str, extra: dict | None = None) -> dict:
+    """The store's provenance (see stages.provenance)."""
     p = task.params
+    random = bool(getattr(model, "random_weights", False))
     return {
         "model": p["model"],
         "unit": model.unit,
-        "sampling": p["sampling"],
+        **({"sampling": p["sampling"], "preprocess": {**p["preprocess"], "fast_resize": bool(p["fast_resize"])}}
+           if "sampling" in p else {}),
+        "checkpoint_sha256": {} if random else p.get("checkpoint_sha256", {}),
+        "input_fingerprint": p.get("input_identity", ""),
+        **({"upstream": p["upstream"]} if "upstream" in p else {}),
         "fingerprint": task.fingerprint,
-        "random_weights": bool(getattr(model, "random_weights", False)),
+        "stage_version": SPEC.version,
+        "random_weights": random,
         "protocol": model.info.protocol,
         "precision": model.precision,  # what the forward passes ran in (fp32 on the CPU whatever was asked)
-        "aspect": p.get("aspect", model.info.aspect),
-        "preprocess": model.preprocess().describe(),
+        **({"aspect": p.get("aspect", model.info.aspect)} if "sampling" in p else {}),
         **(extra or {}),
     }
 
@@ -233,7 +279,7 @@ def _run_videos(task: Task) -> Result:
     failures: list[dict] = []
     videos = [tuple(item) for item in p["videos"]]  # (id, path) or (segment id, path, {segment bounds})
     with atomic_path(p["out"], suffix=".h5") as tmp:
-        writer = VideoStoreWriter(tmp, model.embed_dim, _attrs(task, model, {"shard": task.id}), dtype=p["dtype"])
+        writer = VideoStoreWriter(tmp, model.embed_dim, _attrs(task, model, device, {"shard": task.id}), dtype=p["dtype"])
         try:
             with progress_bar(len(videos), f"extract {task.id}") as bar:
                 stats = run_engine(
@@ -290,7 +336,7 @@ def _run_text(task: Task) -> Result:
             video_ids,
             captions,
             np.concatenate(pooled),
-            _attrs(task, model, {"captions_file": str(Path(p["captions"]).name)}),
+            _attrs(task, model, device, {"captions_file": str(Path(p["captions"]).name)}),
             tokens=np.concatenate(tokens) if tokens else None,
             token_mask=np.concatenate(masks) if masks else None,
             dtype=p["dtype"],

@@ -12,6 +12,7 @@ is set (zero-padding units are left out).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from stages import __version__
 from stages import faiss_index as fx
 from stages.errors import VtpipeError
 from stages.layout import Layout
+from stages.provenance import store_fingerprint
 from stages.store import VideoStore
-from stages.tasks import Result, Task, clean_stale_temporaries, file_signature
+from stages.tasks import Result, Task, clean_stale_temporaries, register_stage
 
 STAGE = "index"
+SPEC = register_stage(STAGE, version=1, neutral={"tune_queries": None})
 LEVELS = ("video", "unit")
 
 
@@ -35,7 +39,8 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None) -> list[Task]:
     ix = cfg["index"]
     params = {
         "features": str(feats),
-        "features_sig": file_signature(feats) if feats.exists() else None,
+        # the store's own fingerprint (its provenance), not its path or mtime: the same after a copy
+        "features_fingerprint": store_fingerprint(feats),
         "index": ix["index"],
         "metric": ix["metric"],
         "max_memory": ix["max_memory"],
@@ -47,7 +52,7 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None) -> list[Task]:
         "out_dir": str(layout.index_dir(model)),
     }
     name = _store_model(feats) or model  # `vtpipe index --features X` names the task after X's model
-    return [Task(STAGE, f"index-{name}-{ix['level']}", str(layout.index_dir(model)), params)]
+    return [Task(STAGE, f"index-{name}-{ix['level']}", str(layout.index_dir(model)), params, root=str(layout.root))]
 
 
 def _store_model(path: Path) -> str:
@@ -138,8 +143,13 @@ def build_from_store(features: str | Path, out_dir: str | Path, index: str = "au
             "model": store.model,
             "level": level,
             "features": str(features),
-            "features_fingerprint": store.attrs.get("fingerprint", ""),
+            # the store relative to the index folder: a run moved or copied whole still finds it
+            "features_relative": os.path.relpath(os.path.abspath(features), os.path.abspath(out_dir)),
+            "features_fingerprint": store.attrs.get("fingerprint") or store_fingerprint(features) or "",
             "unit": store.attrs.get("unit", ""),
+            **{k: store.attrs[k] for k in ("checkpoint_sha256", "random_weights", "sampling", "preprocess", "precision",
+                                           "input_fingerprint") if k in store.attrs},
+            "vtpipe_version": __version__,
             "total_seconds": round(time.perf_counter() - t0, 3),
         })
     clean_stale_temporaries(out_dir)
@@ -183,6 +193,10 @@ def add_store(index_dir: str | Path, features: str | Path, batch: int = 65536) -
         if infos.get("model") and store.model != infos["model"]:
             raise VtpipeError(f"{features} holds features of model {store.model!r}, the index at {index_dir} was "
                               f"built from {infos['model']!r}; index each model separately")
+        if infos.get("checkpoint_sha256") and store.attrs.get("checkpoint_sha256") and \
+                infos["checkpoint_sha256"] != store.attrs["checkpoint_sha256"]:
+            raise VtpipeError(f"{features} was extracted with other weights (checkpoint sha256) than the store the "
+                              f"index at {index_dir} was built from; results of different weights are never mixed")
         if store.embed_dim != infos["dim"]:
             raise VtpipeError(f"{features} has dimension {store.embed_dim}, the index at {index_dir} has "
                               f"{infos['dim']}")
@@ -216,6 +230,16 @@ def video_queries(index_dir: str | Path, features: str | Path, video_ids: list[s
         if missing:
             raise VtpipeError(f"video id {missing[0]!r} is not in {features}")
         return np.stack([store.get(v).pooled for v in video_ids]).astype(np.float32)
+
+
+def infos_store_path(index_dir: str | Path, infos: dict) -> str:
+    """The store an index was built from: beside it as it was (a moved run), else the path recorded."""
+    rel = infos.get("features_relative")
+    if rel:
+        p = Path(index_dir) / rel
+        if p.is_file():
+            return str(p)
+    return str(infos.get("features", ""))
 
 
 def read_infos(index_dir: Path) -> dict:

@@ -6,6 +6,7 @@ one folder they write at the user's --output with Layout.custom(...).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,10 @@ class Layout:
     overrides: dict[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
+        # absolute (not resolved: a symlinked run folder keeps its name), so that task fingerprints can
+        # write every path under the root relative to it (stages.tasks.relative_to_run)
+        self.root = Path(os.path.abspath(self.root))
+        self.overrides = {k: Path(os.path.abspath(v)) for k, v in self.overrides.items()}
 
     @classmethod
     def custom(cls, root: str | Path, **paths: str | Path) -> "Layout":

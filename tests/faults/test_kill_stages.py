@@ -42,9 +42,10 @@ def _kept_outputs(run_dir: Path, stage: str, manifests: dict[str, dict]) -> dict
     """Files the re-run must leave alone: manifests of finished tasks, their output files, and (compress) every
     video already in place."""
     keep = {rel: run_dir / rel for rel in manifests}
-    for m in manifests.values():
+    for rel, m in manifests.items():
+        stage_dir = (run_dir / rel).parent.parent  # outputs are stored relative to <stage_dir>/_manifests/..
         for out in m.get("outputs", {}).values():
-            p = Path(out)
+            p = (stage_dir / out).resolve() if isinstance(out, str) else Path()
             if isinstance(out, str) and p.is_file() and run_dir in p.parents:
                 keep[str(p.relative_to(run_dir))] = p
     if stage == "compress":
