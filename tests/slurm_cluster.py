@@ -186,9 +186,10 @@ class SlurmCluster:
                 p.wait(5)
 
     # ---- client helpers -----------------------------------------------------------------------------
-    def run(self, *argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), env={**self.env, **kw.pop("env", {})}, capture_output=True, text=True,
-                              check=check, **kw)
+    def run(self, *argv: str, check: bool = True, cwd: str | None = None, env: dict | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), env={**self.env, **(env or {})}, capture_output=True, text=True,
+                              check=check, cwd=cwd, timeout=timeout)
 
     def jobs(self) -> list[dict]:
         """Jobs slurmctld knows (running and recently finished): id (with _<array task>), state, reason."""
