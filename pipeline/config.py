@@ -76,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "concat": {"layout": "flat"},  # flat | locvtp (also export the LocVTP group-per-video file)
     "index": {
-        "index": "auto",  # auto (chosen from size and max_memory) or a FAISS factory string
+        "index": "auto",  # auto (candidates trialled on a sample, within max_memory) or a FAISS factory string
         "metric": "ip",  # ip: inner product on L2-normalised vectors (cosine) | l2
         "max_memory": "4G",
         "level": "video",  # video: one vector per video | unit: one per frame/clip
