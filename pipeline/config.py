@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
         "locvtp_ids": "stem",  # LocVTP file's group names: stem (v_x, as its grounding code looks up) | path
     },
     "index": {
-        "index": "auto",  # auto (chosen from size and max_memory) or a FAISS factory string
+        "index": "auto",  # auto (candidates trialled on a sample, within max_memory) or a FAISS factory string
         "metric": "ip",  # ip: inner product on L2-normalised vectors (cosine) | l2
         "max_memory": "4G",
         "level": "video",  # video: one vector per video | unit: one per frame/clip

@@ -1,8 +1,9 @@
 """Stage 4, index: a FAISS index over a model's vectors, with an id map, tuned search parameters and recall.
 
-Outputs in <index_dir> (see stages.faiss_index: written atomically, index_infos.json last):
+Outputs in <index_dir> (see stages/ann/io.py: written atomically, index_infos.json last):
     video.faiss        the index (CPU form, whatever device built it)
-    ids.json           row -> id: video ids (level "video"), or [video id, unit start time s] (level "unit")
+    ids.json           index row -> id: video ids (level "video"), or [video id, unit start time s] (level
+                       "unit"); the rows held out for tuning come last (index_infos "rows_added_last")
     index_infos.json   type/factory, search params, build time, size, recall@1/@10 vs exact, queries/s
 
 The store is never loaded whole: vectors are read in blocks (a training sample in one pass, the additions in
@@ -69,7 +70,7 @@ def _store_model(path: Path) -> str:
 
 
 class StoreVectors:
-    """A feature store as a vector source (stages.faiss_index.VectorSource), at video or unit level."""
+    """A feature store as a vector source (stages.ann.vectors.VectorSource), at video or unit level."""
 
     def __init__(self, store: VideoStore, level: str = "video"):
         if level not in LEVELS:
