@@ -17,6 +17,7 @@ from typing import Mapping
 import torch
 import yaml
 
+from stages.assets import configs_root, presets_dir  # noqa: F401 (configs_root: re-exported)
 from stages.backbones.base import ModelInfo, VideoTextModel
 from stages.errors import ConfigError
 
@@ -35,16 +36,10 @@ RANDOM_WEIGHTS_SEED = 0
 _INFO_KEYS = {"name", "family", "embed_dim", "unit", "sampling", "preprocess", "files", "params", "description"}
 
 
-def configs_root() -> Path:
-    """The configs/ folder: $VTPIPE_CONFIGS, else the one beside the installed packages (repo checkout)."""
-    env = os.environ.get("VTPIPE_CONFIGS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "configs"
-
-
 def _models_dir() -> Path:
-    return configs_root() / "models"
+    """configs/models: $VTPIPE_CONFIGS, the checkout or the installed package (stages.assets); none with a
+    preset raises ConfigError naming where it looked."""
+    return presets_dir("models")
 
 
 def list_models() -> list[ModelInfo]:
