@@ -10,12 +10,14 @@ every step, so a run cut short keeps what it measured; a step that would start a
             and on the CPU. Per run: max abs difference of unit and pooled features to the CPU run, lowest
             pooled cosine, frames/s, and the ratio to the bare model forward on the same device and dtype
             (the ratio bench/extract.py reports on the CPU).
-  families  every registered model (hence every family) once, random weights, on a short generated clip and
-            one caption: CUDA fp32 and CUDA bf16 against the CPU.
   decode    GPU decoding: whether decord was built with CUDA, what read_video(ctx="gpu") does (NVDEC, or the
             CPU fallback and its warning), frames/s and pixel difference to CPU decoding.
   faiss     the automatic index of the index stage for 1M x 512 synthetic clustered vectors (bench/index.py's
             generator), built on the GPU and on the CPU: factory, recall@10, queries/s, build seconds.
+  families  every registered model (hence every family) once, random weights, on a short generated clip and
+            one caption: CUDA fp32 and CUDA bf16 against the CPU (models not started within --budget-s are
+            listed as skipped).
+The autocast dtype of a loaded model is switched between runs (model.amp_dtype, read by every forward).
 
 --dry-run (what CI runs, tests/test_gpu_check.py): every import, the plan, and each step's code at tiny sizes
 with the CPU standing in for CUDA (the comparisons then read zero), so the script cannot rot unseen.
@@ -192,27 +194,25 @@ def extract_step(inputs: dict, sizes: dict, gpu: str) -> dict:
     ref, stats = _engine_run(cpu_model, videos, batch, workers)
     units = int(stats["units"])
     cpu_fps = units / stats["wall_seconds"]
-    bare = _bare_forward_fps(cpu_model, min(units, 4 * batch), batch, sync=False)
+    bare = _bare_forward_fps(cpu_model, min(units, 4 * batch if gpu != "cpu" else batch), batch, sync=False)
     out["units"] = units
     out["runs"]["cpu fp32 (reference)"] = {"frames_per_s": round(cpu_fps, 1), "bare_forward_frames_per_s": round(bare, 1),
                                "ratio_to_bare": round(cpu_fps / bare, 3)}
     del cpu_model
+    model = load_model(EXTRACT_MODEL, device=gpu, allow_random=True)
     for amp in sizes["amps"]:
-        model = load_model(EXTRACT_MODEL, device=gpu, amp_dtype=None if amp == "none" else amp, allow_random=True)
+        model.amp_dtype = None if amp == "none" else amp  # read by every forward (VideoTextModel.autocast)
         got, stats = _engine_run(model, videos, batch, workers)
         fps = int(stats["units"]) / stats["wall_seconds"]
         bare = _bare_forward_fps(model, units, batch, sync=gpu.startswith("cuda"))
         out["runs"][f"{gpu} {'fp32' if amp == 'none' else amp}"] = {
             "frames_per_s": round(fps, 1), "bare_forward_frames_per_s": round(bare, 1),
             "ratio_to_bare": round(fps / bare, 3), **compare(ref, got)}
-        del model
-        if gpu.startswith("cuda"):
-            torch.cuda.empty_cache()
     return out
 
 
 # ---- every registered model ------------------------------------------------------------------------------------
-def families_step(inputs: dict, sizes: dict, gpu: str) -> dict:
+def families_step(inputs: dict, sizes: dict, gpu: str, deadline: float) -> dict:
     infos = list_models()
     chosen = infos if sizes["models"] == "all" else [m for m in infos if m.name == sizes["models"]]
     plan = {m.name: {"family": m.family, "loader": FAMILIES[m.family], "unit": m.unit, "sampling": m.sampling}
@@ -225,19 +225,25 @@ def families_step(inputs: dict, sizes: dict, gpu: str) -> dict:
     video = [("short", inputs["short"])]
     for m in chosen:
         row: dict = {"family": m.family}
+        if time.perf_counter() > deadline:
+            results[m.name] = {**row, "skipped": "time budget spent"}
+            continue
         try:
             cpu = load_model(m.name, device="cpu", allow_random=True)
             ref, _ = _engine_run(cpu, video, 16, 0)
             ref_text = cpu.encode_text(CAPTION).pooled
             del cpu
+            model = load_model(m.name, device=gpu, allow_random=True)
             for amp in ("none", "bf16"):
-                model = load_model(m.name, device=gpu, amp_dtype=None if amp == "none" else amp, allow_random=True)
+                model.amp_dtype = None if amp == "none" else amp
                 t = time.perf_counter()
                 got, _ = _engine_run(model, video, 16, 0)
                 row[f"{gpu} {'fp32' if amp == 'none' else amp}"] = {
                     **compare(ref, got), "seconds": round(time.perf_counter() - t, 3),
                     "max_abs_diff_text": float(np.abs(model.encode_text(CAPTION).pooled - ref_text).max())}
-                del model
+            del model
+            if gpu.startswith("cuda"):
+                torch.cuda.empty_cache()
         except Exception as e:  # noqa: BLE001 - recorded per model; the other models still run
             row["error"] = f"{type(e).__name__}: {e}"[:1000]
         results[m.name] = row
@@ -320,7 +326,9 @@ def summary(data: dict) -> str:
         rows.append(("extract", name, figs))
     for model, r in data["steps"].get("families", {}).get("results", {}).items():
         if "error" in r:
-            rows.append(("families", model, "ERROR " + r["error"][:80]))
+            rows.append(("families", model, "ERROR " + r["error"][:100]))
+        elif "skipped" in r:
+            rows.append(("families", model, "skipped: " + r["skipped"]))
         for run, c in r.items():
             if isinstance(c, dict):
                 rows.append(("families", f"{model} {run}", f"max|diff| units {_fmt(c['max_abs_diff_units'])}, "
@@ -362,10 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vtpipe-gpu-check-") as d:
         tmp = Path(d)
         inputs = make_inputs(tmp, sizes, args.dry_run)
+        deadline = report.t0 + args.budget_s  # families: models not started by then are listed as skipped
         for name, fn, fargs in (("extract", extract_step, (inputs, sizes, gpu)),
-                                ("families", families_step, (inputs, sizes, gpu)),
                                 ("decode", decode_step, (tmp, sizes)),
-                                ("faiss", faiss_step, (sizes, args.dry_run))):
+                                ("faiss", faiss_step, (sizes, args.dry_run)),
+                                ("families", families_step, (inputs, sizes, gpu, deadline))):
             if name in steps:
                 report.run(name, fn, *fargs)
     report.save()

@@ -27,7 +27,8 @@ import stages
 
 REPO = Path(__file__).resolve().parents[1]
 # Not carried into the build copy: environments, outputs, caches, generated clips, earlier builds.
-SKIP_TOP = {".git", ".venv", "venv", "outputs", "build", "dist", ".pytest_cache", ".ruff_cache"}
+SKIP_TOP = {".git", ".venv", "venv", "outputs", "build", "dist", ".pytest_cache", ".ruff_cache", ".devwheels",
+            ".devsite"}
 SKIP_ANY = {"__pycache__"}
 
 pytestmark = pytest.mark.slow
