@@ -81,8 +81,30 @@ def main(verbose: bool) -> None:
     signal.signal(signal.SIGTERM, _terminate_cleanly)
 
 
+class PipelineFile(click.ParamType):
+    """A pipeline YAML file, or the name of a shipped preset (configs/pipelines/NAME.yaml, also in a wheel)."""
+
+    name = "PIPELINE"
+
+    def convert(self, value, param, ctx):
+        if Path(value).is_file():
+            return value
+        if not value.endswith((".yaml", ".yml")) and "/" not in value and os.sep not in value:
+            from stages.assets import presets_dir
+
+            try:
+                folder = presets_dir("pipelines")
+            except VtpipeError as e:
+                self.fail(str(e), param, ctx)
+            if (folder / f"{value}.yaml").is_file():
+                return str(folder / f"{value}.yaml")
+            self.fail(f"{value!r} is neither a file nor a shipped pipeline preset; presets: "
+                      f"{', '.join(sorted(p.stem for p in folder.glob('*.yaml')))} (in {folder})", param, ctx)
+        self.fail(f"pipeline file {value!r} does not exist", param, ctx)
+
+
 @main.command(context_settings=CONTEXT)
-@click.argument("pipeline_yaml", type=click.Path(exists=True, dir_okay=False))
+@click.argument("pipeline_yaml", type=PipelineFile())
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Run directory [default: outputs/<name>].")
 @click.option("--executor", type=click.Choice(["local", "dask", "slurm", "pbs"]), help="Where tasks run.")
 @click.option("--workers", type=int, help="Parallel workers for CPU stages / dask workers.")
@@ -96,7 +118,8 @@ def main(verbose: bool) -> None:
               help="Array-job mode: run only this slice of the stage's tasks [default: $SLURM_ARRAY_TASK_ID].")
 @click.option("--num-shards", type=int, help="Array-job mode: number of slices [default: $SLURM_ARRAY_TASK_COUNT].")
 def run(pipeline_yaml, output, executor, workers, scheduler, sets, overwrite, only, shard_index, num_shards):
-    """Run every stage of PIPELINE_YAML (see configs/pipelines/) into one run directory.
+    """Run every stage of PIPELINE_YAML into one run directory. PIPELINE_YAML is a file, or the name of a
+    shipped preset (`vtpipe run msrvtt-1ka --set input.videos=...`; the presets of configs/pipelines/).
 
     A second run of a finished pipeline does no work. A run stopped by Ctrl-C, kill -9 or a crash finishes
     when the same command is run again. Exit status 0 when every stage finished (failed videos are recorded,
@@ -408,7 +431,7 @@ def evaluate(tasks, features, text_features, output, rerank, bank_text_features,
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("pipeline_yaml", type=click.Path(exists=True, dir_okay=False))
+@click.argument("pipeline_yaml", type=PipelineFile())
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Run directory [default: outputs/<name>].")
 @click.option("--scripts", type=click.Path(file_okay=False), help="Where to write the scripts [default: RUN/slurm].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override, passed on to every job.")

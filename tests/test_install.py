@@ -191,3 +191,18 @@ def test_flag_check_catches_wrong_forms():
     assert _problem(options, "--file", "{}=PATH;") is None
     assert _problem(options, "--set", "dataset.root=/data") is None
     assert _problem(options, "--weights", "PATH") is None
+
+
+# ---- pipeline presets by name (a wheel user has no configs/ folder to point at) -----------------------------------
+def test_run_takes_a_shipped_pipeline_preset_by_name(tmp_path, monkeypatch):
+    from pipeline.cli import PipelineFile
+
+    monkeypatch.chdir(tmp_path)
+    assert PipelineFile().convert("sample", None, None) == str(REPO / "configs" / "pipelines" / "sample.yaml")
+    (tmp_path / "sample").write_text("name: mine\n")  # a file of that name wins over the preset
+    assert PipelineFile().convert("sample", None, None) == "sample"
+    res = CliRunner().invoke(main, ["run", "no-such-preset"])
+    assert res.exit_code == 2
+    assert "neither a file nor a shipped pipeline preset; presets: crosstask-vt-twins, msrvtt-1ka, sample" in res.output
+    res = CliRunner().invoke(main, ["slurm", "missing.yaml"])
+    assert res.exit_code == 2 and "pipeline file 'missing.yaml' does not exist" in res.output

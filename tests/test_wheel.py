@@ -110,6 +110,11 @@ def test_wheel_from_sdist_runs_outside_the_checkout(tmp_path):
     names_listed = {line.split()[0] for line in listed.splitlines() if line and not line.startswith(" ")}
     assert names_listed == {p.stem for p in (REPO / "configs" / "models").glob("*.yaml")}, listed
 
+    # a shipped pipeline preset by name: found inside the wheel, then stopped by its unset input
+    preset = subprocess.run([vtpipe, "run", "msrvtt-1ka", "-o", "preset-run"], cwd=user, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert preset.returncode == 2 and "input.videos is not set" in preset.stderr, preset.stderr
+
     t0 = time.perf_counter()
     demo = _run([vtpipe, "demo", "--output", "run"], cwd=user, env=env, timeout=900).stdout
     timings["demo"] = time.perf_counter() - t0
