@@ -47,3 +47,28 @@ def test_real_mode_without_cuda_refuses(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no CUDA device visible" in proc.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_summary_of_a_real_run_shape():
+    """The table of a CUDA run (rows the dry run never produces: amp runs, missing GPU FAISS, skipped models)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from gpu_check_report import summary
+
+    diff = {"max_abs_diff_units": 1.5e-3, "max_abs_diff_pooled": 1e-3, "cpu_feature_max_abs": 3.6,
+            "min_cosine_pooled": 0.99991, "failed_videos": [], "seconds": 0.2, "max_abs_diff_text": 2e-3}
+    data = {"mode": "real", "errors": {"decode": "RuntimeError: boom"}, "skipped": {},
+            "steps": {
+                "extract": {"runs": {"cpu fp32 (reference)": {"frames_per_s": 90.0, "ratio_to_bare": 0.95},
+                                     "cuda bf16": {"frames_per_s": 800.0, "ratio_to_bare": 0.2, **diff}}},
+                "families": {"results": {"s3d-howto100m": {"family": "s3d", "cuda fp32": diff,
+                                                           "text_error": "VtpipeError: needs its dict"},
+                                         "vt-twins": {"family": "s3d", "skipped": "time budget spent"},
+                                         "locvtp": {"family": "locvtp", "error": "RuntimeError: CUDA oom"}}},
+                "faiss": {"n": 1000000, "d": 512, "builds": {
+                    "gpu": {"error": "FAISS sees no GPU"}, "cpu": {"skipped": "no GPU build to compare with"}}},
+                "decode": {"traceback": "..."}}}
+    table = summary(data)
+    assert "cuda bf16" in table and "0.2 x bare forward" in table and "max|diff| to CPU 0.0015" in table
+    assert "s3d-howto100m cuda fp32" in table and "text: VtpipeError" in table
+    assert "vt-twins" in table and "skipped: time budget spent" in table and "ERROR RuntimeError: CUDA oom" in table
+    assert "FAISS sees no GPU" in table and "decode" in table and "boom" in table
