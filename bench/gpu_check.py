@@ -325,15 +325,23 @@ def main(argv: list[str] | None = None) -> int:
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     with tempfile.TemporaryDirectory(prefix="vtpipe-gpu-check-") as d:
         tmp = Path(d)
-        inputs = make_inputs(tmp, sizes, args.dry_run)
+        try:
+            inputs = make_inputs(tmp, sizes, args.dry_run)
+        except Exception as e:  # noqa: BLE001 - e.g. no ffmpeg: the FAISS step needs no videos
+            report.data["errors"]["inputs"] = f"{type(e).__name__}: {e}"[:2000]
+            inputs = None
         # families: models not started by then are listed as skipped, leaving time for the FAISS builds
         deadline = report.t0 + 0.7 * args.budget_s
         for name, fn, fargs in (("extract", extract_step, (inputs, sizes, gpu)),
                                 ("decode", decode_step, (tmp, sizes)),
                                 ("families", families_step, (inputs, sizes, gpu, deadline)),
                                 ("faiss", faiss_step, (sizes, args.dry_run))):
-            if name in steps:
-                report.run(name, fn, *fargs)
+            if name not in steps:
+                continue
+            if inputs is None and name != "faiss":
+                report.data["skipped"][name] = "no input videos (see errors.inputs)"
+                continue
+            report.run(name, fn, *fargs)
     report.save()
     print(summary(report.data))
     print(f"[gpu_check] {mode} run: {report.elapsed():.0f}s; figures in {args.out}")
