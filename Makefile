@@ -19,8 +19,9 @@ install: $(BIN)/vtpipe
 sample: install
 	$(BIN)/python data/sample/make_sample.py --out data/sample/videos
 
-demo: sample
-	VTPIPE_QUIET=0 $(BIN)/vtpipe run configs/pipelines/sample.yaml
+# The same command a wheel install offers: generates the sample clips into outputs/sample and runs every stage.
+demo: install
+	VTPIPE_QUIET=0 $(BIN)/vtpipe demo --output outputs/sample
 
 # A real SLURM (slurm-wlm, munge) for the cluster tests: apt-get as root, else a note of what to install.
 system-deps:

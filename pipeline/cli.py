@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from pipeline import config as config_mod
+from pipeline import __version__, config as config_mod
 from pipeline.executors import LocalExecutor, make_executor
 from pipeline.runner import run_lock, run_pipeline, run_stage, slice_tasks
 from pipeline.status import format_status
@@ -66,14 +66,14 @@ def _run_one_stage(stage: str, cfg: dict, layout: Layout, lock_dir: Path, overwr
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(package_name="vtpipe")
+@click.version_option(version=__version__, prog_name="vtpipe", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (INFO level).")
 def main(verbose: bool) -> None:
     """vtpipe: video-text feature extraction and retrieval evaluation, resumable at every stage.
 
     \b
     Stages:  compress -> extract -> concat -> index -> evaluate
-    Start:   vtpipe run configs/pipelines/sample.yaml
+    Start:   vtpipe demo   (the embedded sample, every stage; then: vtpipe run PIPELINE.yaml)
     Models:  vtpipe models
     Every command skips work that is already complete; run it again after a crash to finish.
     """
@@ -81,8 +81,30 @@ def main(verbose: bool) -> None:
     signal.signal(signal.SIGTERM, _terminate_cleanly)
 
 
+class PipelineFile(click.ParamType):
+    """A pipeline YAML file, or the name of a shipped preset (configs/pipelines/NAME.yaml, also in a wheel)."""
+
+    name = "PIPELINE"
+
+    def convert(self, value, param, ctx):
+        if Path(value).is_file():
+            return value
+        if not value.endswith((".yaml", ".yml")) and "/" not in value and os.sep not in value:
+            from stages.assets import presets_dir
+
+            try:
+                folder = presets_dir("pipelines")
+            except VtpipeError as e:
+                self.fail(str(e), param, ctx)
+            if (folder / f"{value}.yaml").is_file():
+                return str(folder / f"{value}.yaml")
+            self.fail(f"{value!r} is neither a file nor a shipped pipeline preset; presets: "
+                      f"{', '.join(sorted(p.stem for p in folder.glob('*.yaml')))} (in {folder})", param, ctx)
+        self.fail(f"pipeline file {value!r} does not exist", param, ctx)
+
+
 @main.command(context_settings=CONTEXT)
-@click.argument("pipeline_yaml", type=click.Path(exists=True, dir_okay=False))
+@click.argument("pipeline_yaml", type=PipelineFile())
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Run directory [default: outputs/<name>].")
 @click.option("--executor", type=click.Choice(["local", "dask", "slurm", "pbs"]), help="Where tasks run.")
 @click.option("--workers", type=int, help="Parallel workers for CPU stages / dask workers.")
@@ -96,7 +118,8 @@ def main(verbose: bool) -> None:
               help="Array-job mode: run only this slice of the stage's tasks [default: $SLURM_ARRAY_TASK_ID].")
 @click.option("--num-shards", type=int, help="Array-job mode: number of slices [default: $SLURM_ARRAY_TASK_COUNT].")
 def run(pipeline_yaml, output, executor, workers, scheduler, sets, overwrite, only, shard_index, num_shards):
-    """Run every stage of PIPELINE_YAML (see configs/pipelines/) into one run directory.
+    """Run every stage of PIPELINE_YAML into one run directory. PIPELINE_YAML is a file, or the name of a
+    shipped preset (`vtpipe run msrvtt-1ka --set input.videos=...`; the presets of configs/pipelines/).
 
     A second run of a finished pipeline does no work. A run stopped by Ctrl-C, kill -9 or a crash finishes
     when the same command is run again. Exit status 0 when every stage finished (failed videos are recorded,
@@ -479,7 +502,7 @@ def evaluate(tasks, features, text_features, output, rerank, bank_text_features,
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("pipeline_yaml", type=click.Path(exists=True, dir_okay=False))
+@click.argument("pipeline_yaml", type=PipelineFile())
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Run directory [default: outputs/<name>].")
 @click.option("--scripts", type=click.Path(file_okay=False), help="Where to write the scripts [default: RUN/slurm].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override, passed on to every job.")
@@ -545,6 +568,34 @@ def status(run_dir):
         click.echo(format_status(Path(run_dir)))
     except VtpipeError as e:
         _fail(e)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--output", "-o", type=click.Path(file_okay=False), default="outputs/sample", show_default=True,
+              help="Run directory.")
+@click.option("--videos", type=click.Path(file_okay=False),
+              help="Folder to generate the sample clips in [default: OUTPUT/sample-videos].")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Config override, e.g. --set model.name=clip-vit-b-32 --set model.allow_random=true.")
+@click.option("--overwrite", is_flag=True, help="Redo tasks whose config or inputs changed.")
+@click.pass_context
+def demo(ctx, output, videos, sets, overwrite):
+    """Generate the embedded sample (24 synthetic clips of moving shapes with captions) and run the sample
+    pipeline on it with shapes-tiny: every stage, then the retrieval table.
+
+    Needs only the installed package: the preset, the weights and the generator ship inside it.
+    """
+    from pipeline import demo as demo_mod
+
+    try:
+        pipeline_yaml = demo_mod.sample_pipeline()
+        video_dir = Path(videos or Path(output) / "sample-videos").resolve()
+        demo_mod.make_sample_videos(video_dir, echo=click.echo)
+    except VtpipeError as e:
+        _fail(e)
+    ctx.invoke(run, pipeline_yaml=str(pipeline_yaml), output=output, executor=None, workers=None, scheduler=None,
+               sets=(f"input.videos={json.dumps(str(video_dir))}", *sets), overwrite=overwrite, only=(),
+               shard_index=None, num_shards=None)
 
 
 @main.command(context_settings=CONTEXT)

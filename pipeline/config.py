@@ -297,9 +297,9 @@ def resolve(user: dict, base_dir: Path | None = None, overrides: dict | None = N
 def apply_dataset_preset(cfg: dict, preset: str, user: dict, overrides: dict, base_dir: Path | None) -> dict:
     """Fill dataset keys from configs/datasets/<preset>.yaml; keys the user set win. The preset's relative
     file names (and reader options that name files) are resolved against dataset.root."""
-    from stages.backbones.registry import configs_root
+    from stages.assets import presets_dir
 
-    path = configs_root() / "datasets" / f"{preset}.yaml"
+    path = presets_dir("datasets") / f"{preset}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"unknown dataset preset {preset!r}; known: {known}")

@@ -4,4 +4,6 @@ Nothing in this package imports click or dask: every stage can be called from a 
 worker or a SLURM array task alike.
 """
 
-__version__ = "0.1.0"  # the one place: setup.cfg reads it (attr:), stores and manifests record it
+# The one place the version is written: setup.cfg reads it (attr:), `vtpipe --version` prints it, stores and
+# manifests record it (also importlib.metadata.version("vtpipe") once installed; pipeline.__version__).
+__version__ = "0.1.0"

@@ -180,7 +180,8 @@ def missing_weights(info_name: str, file_key: str, description: str = "", allow_
     desc = f" ({description})" if description else ""
     raise VtpipeError(
         f"model {info_name!r} needs its {file_key!r} file{desc}; pass weights={{'{file_key}': PATH}} "
-        f"(CLI: --weights {file_key}=PATH), or allow random weights for testing"
+        f"(CLI: --file {file_key}=PATH; --weights PATH also sets the model's first file), or allow random weights "
+        "for testing (--allow-random)"
     )
 
 

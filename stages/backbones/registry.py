@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import torch
 import yaml
 
+from stages.assets import configs_root, presets_dir  # noqa: F401 (configs_root: re-exported)
 from stages.backbones.base import ModelInfo, VideoTextModel
 from stages.errors import ConfigError
 
@@ -41,16 +42,10 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 ASPECTS = ("stored", "display")
 
 
-def configs_root() -> Path:
-    """The configs/ folder: $VTPIPE_CONFIGS, else the one beside the installed packages (repo checkout)."""
-    env = os.environ.get("VTPIPE_CONFIGS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "configs"
-
-
 def _models_dir() -> Path:
-    return configs_root() / "models"
+    """configs/models: $VTPIPE_CONFIGS, the checkout or the installed package (stages.assets); none with a
+    preset raises ConfigError naming where it looked."""
+    return presets_dir("models")
 
 
 def list_models() -> list[ModelInfo]:

@@ -33,11 +33,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from stages.assets import data_path
 from stages.backbones.base import ModelInfo, Preprocess, TextFeatures, VideoTextModel
 from stages.errors import VtpipeError
 
 ARCH = "shapes-tiny-v1"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "data" / "models" / "shapes-tiny.pt"
+DEFAULT_WEIGHTS = data_path("models/shapes-tiny.pt")  # the checkout's data/models, or the wheel's copy
 MOTION_DIMS = 2
 DEFAULT_CONFIG: dict[str, Any] = {
     "arch": ARCH,
