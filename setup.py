@@ -22,6 +22,7 @@ ASSETS: dict[str, tuple[str, ...]] = {
     "configs/models": ("*.yaml",),
     "configs/datasets": ("*.yaml",),
     "configs/pipelines": ("*.yaml",),
+    "configs/presets": ("*.yaml",),
     "data/models": ("shapes-tiny.pt", "shapes-tiny.json"),
     "data/sample": ("make_sample.py", "*.csv", "*.json", "README.md"),
 }

@@ -82,7 +82,8 @@ def main(verbose: bool) -> None:
 
 
 class PipelineFile(click.ParamType):
-    """A pipeline YAML file, or the name of a shipped preset (configs/pipelines/NAME.yaml, also in a wheel)."""
+    """A pipeline YAML file, or the name of a shipped pipeline (configs/pipelines/NAME.yaml, also in a wheel),
+    or of a paper preset (configs/presets/NAME.yaml: `vtpipe presets`)."""
 
     name = "PIPELINE"
 
@@ -98,8 +99,14 @@ class PipelineFile(click.ParamType):
                 self.fail(str(e), param, ctx)
             if (folder / f"{value}.yaml").is_file():
                 return str(folder / f"{value}.yaml")
-            self.fail(f"{value!r} is neither a file nor a shipped pipeline preset; presets: "
-                      f"{', '.join(sorted(p.stem for p in folder.glob('*.yaml')))} (in {folder})", param, ctx)
+            from pipeline.presets import list_presets
+
+            papers = sorted(p.name for p in list_presets())
+            if value in papers:
+                return config_mod.PAPER_PRESET_PREFIX + value
+            self.fail(f"{value!r} is neither a file, a shipped pipeline nor a paper preset; pipelines: "
+                      f"{', '.join(sorted(p.stem for p in folder.glob('*.yaml')))} (in {folder}); paper presets "
+                      f"(`vtpipe presets`): {', '.join(papers)}", param, ctx)
         self.fail(f"pipeline file {value!r} does not exist", param, ctx)
 
 
@@ -118,8 +125,9 @@ class PipelineFile(click.ParamType):
               help="Array-job mode: run only this slice of the stage's tasks [default: $SLURM_ARRAY_TASK_ID].")
 @click.option("--num-shards", type=int, help="Array-job mode: number of slices [default: $SLURM_ARRAY_TASK_COUNT].")
 def run(pipeline_yaml, output, executor, workers, scheduler, sets, overwrite, only, shard_index, num_shards):
-    """Run every stage of PIPELINE_YAML into one run directory. PIPELINE_YAML is a file, or the name of a
-    shipped preset (`vtpipe run msrvtt-1ka --set input.videos=...`; the presets of configs/pipelines/).
+    """Run every stage of PIPELINE_YAML into one run directory. PIPELINE_YAML is a file, the name of a
+    shipped pipeline (`vtpipe run msrvtt-1ka --set input.videos=...`; configs/pipelines/), or the name of a
+    paper preset (`vtpipe run clip4clip-msrvtt --set input.videos=... --set dataset.root=...`; `vtpipe presets`).
 
     A second run of a finished pipeline does no work. A run stopped by Ctrl-C, kill -9 or a crash finishes
     when the same command is run again. Exit status 0 when every stage finished (failed videos are recorded,

@@ -323,8 +323,16 @@ def apply_dataset_preset(cfg: dict, preset: str, user: dict, overrides: dict, ba
     return out
 
 
+PAPER_PRESET_PREFIX = "paper-preset:"
+
+
 def load_pipeline(path: str | Path, overrides: dict | None = None) -> dict:
-    """Read a pipeline YAML (relative paths resolved against its folder) and resolve it."""
+    """Read a pipeline YAML (relative paths resolved against its folder) and resolve it. `paper-preset:NAME`
+    (what `vtpipe run NAME` passes for a paper preset) is the preset alone, relative paths against the
+    current folder."""
+    if str(path).startswith(PAPER_PRESET_PREFIX):
+        name = str(path)[len(PAPER_PRESET_PREFIX):]
+        return resolve({"name": name, "preset": name}, base_dir=Path.cwd(), overrides=overrides)
     path = Path(path).resolve()
     return resolve(load_yaml(path), base_dir=path.parent, overrides=overrides)
 

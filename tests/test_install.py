@@ -129,6 +129,7 @@ FOREIGN_FLAGS = {
                              "--array", "--time", "--cpus-per-task", "--mem", "--dependency", "--partition",
                              "--account", "--parsable"},
     "pipeline/config.py": {"--gres"},
+    "pipeline/cluster_defaults.py": {"--gres"},  # sbatch's, in the summary of what a job asks for
 }
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?:[ =](\S+))?")
 
@@ -203,6 +204,8 @@ def test_run_takes_a_shipped_pipeline_preset_by_name(tmp_path, monkeypatch):
     assert PipelineFile().convert("sample", None, None) == "sample"
     res = CliRunner().invoke(main, ["run", "no-such-preset"])
     assert res.exit_code == 2
-    assert "neither a file nor a shipped pipeline preset; presets: crosstask-vt-twins, msrvtt-1ka, sample" in res.output
+    assert "neither a file, a shipped pipeline nor a paper preset; pipelines: crosstask-vt-twins, msrvtt-1ka, sample" in res.output
+    assert "clip4clip-msrvtt" in res.output  # the paper presets are offered too
+    assert PipelineFile().convert("clip4clip-msrvtt", None, None) == "paper-preset:clip4clip-msrvtt"
     res = CliRunner().invoke(main, ["slurm", "missing.yaml"])
     assert res.exit_code == 2 and "pipeline file 'missing.yaml' does not exist" in res.output

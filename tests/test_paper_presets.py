@@ -172,6 +172,19 @@ def test_preset_errors(tmp_path, monkeypatch):
         load_preset("x")
 
 
+def test_vtpipe_run_takes_a_paper_preset_by_name(tmp_path):
+    """`vtpipe run NAME` with a paper preset: the run's config.yaml holds the preset's settings."""
+    res = run_cli("run", "tvtsv2-zeroshot-ucf101", "-o", str(tmp_path / "run"), "--stage", "evaluate",
+                  "--set", f"dataset.root={tmp_path}", check=False)
+    written = (tmp_path / "run" / "config.yaml")
+    assert written.is_file(), res.stderr
+    import yaml
+
+    cfg = yaml.safe_load(written.read_text())
+    assert cfg["preset"] == "tvtsv2-zeroshot-ucf101" and cfg["dataset"]["prompt_template"] == "a person {}"
+    assert cfg["model"]["protocol"] == "zeroshot" and cfg["dataset"]["splits"] == [1]
+
+
 def test_vtpipe_presets_lists_every_preset_with_its_reference():
     out = run_cli("presets").stdout
     for p in PRESETS.values():
