@@ -57,9 +57,19 @@ def test_every_preset_has_reference_facts_and_every_fact_a_preset():
 NOT_YET = {
     # CLIP4Clip's DiDeMo / ActivityNet commands run 64 words: the model YAML's text length is not a config key
     "clip4clip-didemo", "clip4clip-activitynet",
-    # UCoFiA needs its model family
-    "ucofia-msrvtt",
 }
+
+
+def test_ucofia_preset(tmp_path):
+    g, cfg = GOLDEN["ucofia-msrvtt"], resolved("ucofia-msrvtt", dataset={"root": str(tmp_path)})
+    info, s = model_of(cfg), sampling_of(cfg)
+    assert info.family == "ucofia" and g["sim_header"] == "seqTransf"  # the family is UCoFiA's seqTransf model
+    assert info.params["max_words"] == g["max_words"]
+    assert (s["policy"], s["max_frames"], s["framerate"], s["slice_framepos"]) == (
+        "clip4clip", g["max_frames"], g["feature_framerate"], g["slice_framepos"])
+    assert Path(cfg["dataset"]["train_split"]).name == g["train_csv"]  # the SK-norm bank's captions
+    ev = cfg["evaluate"]
+    assert (ev["similarity"], ev["rerank"], ev["ties"]) == ("ucofia", "sk-norm", "clip4clip")
 
 
 @pytest.mark.parametrize("name", [n for n in ("vt-twins-linear-probe-hmdb51", "vt-twins-linear-probe-ucf101",
