@@ -495,3 +495,27 @@ def prompt_ok(template: str) -> bool:
     from stages.recognition import prompt_classnames
 
     return prompt_classnames(["ApplyEyeMakeup"], template) == ["a video of a person apply eye makeup."]
+
+
+# ---- the generic `csv` caption format --------------------------------------------------------------------------
+def test_generic_csv_reader(tmp_path):
+    f = tmp_path / "caps.csv"
+    # quoted commas, a caption that looks like a number, ids that look like numbers (kept as strings)
+    f.write_text('video_id,caption,extra\n007,"a man, a plan",x\nv2,1999,y\n007,second caption,z\n')
+    df = read_captions("csv", f)
+    assert df.to_dict("list") == {"caption_id": ["0", "1", "2"], "video_id": ["007", "v2", "007"],
+                                  "caption": ["a man, a plan", "1999", "second caption"]}
+    g = tmp_path / "with_ids.csv"
+    g.write_text("caption_id,video_id,caption\nc9,a,first\nc1,b,second\n")
+    assert read_captions("csv", g)["caption_id"].tolist() == ["c9", "c1"]  # given ids kept, in file order
+
+
+def test_generic_csv_reader_errors(tmp_path):
+    f = tmp_path / "caps.csv"
+    f.write_text("video,text\na,b\n")
+    with pytest.raises(VtpipeError, match="video_id"):
+        read_captions("csv", f)
+    g = tmp_path / "dup.csv"
+    g.write_text("caption_id,video_id,caption\nc1,a,x\nc1,b,y\n")
+    with pytest.raises(VtpipeError, match="c1"):
+        read_captions("csv", g)
