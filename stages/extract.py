@@ -195,7 +195,7 @@ def plan(cfg: dict, layout: Layout) -> list[Task]:
         text_sets.append(("bank", ds["train_captions"], ds["train_format"], opts))
     bank = bank_video_items(cfg)
     if bank:
-        params = {**common, "kind": "videos", "videos": [list(v) for v in bank], "batch_size": e["batch_size"],
+        params = {**common, **video_common, "kind": "videos", "videos": [list(v) for v in bank], "batch_size": e["batch_size"],
                   "out": str(out_dir / f"{BANK_VIDEOS}.h5")}
         tasks.append(Task(STAGE, BANK_VIDEOS, str(out_dir), params, resources={"GPU": 1}, runtime=dict(runtime)))
     for task_id, path, fmt, options in text_sets:

@@ -7,7 +7,7 @@ Video and text stores (HDF5 attributes, JSON strings for mappings; read them wit
                         random weights (then random_weights is true)
     sampling            the frame-sampling preset (policy and its parameters)
     preprocess          the model's preprocessing preset (size, resize, crop, mean/std), plus fast_resize
-    precision           what the model computed in: "float32", or "bf16-autocast" / "fp16-autocast" on CUDA
+    precision           what the model computed in: "fp32", or "fp16" / "bf16" (autocast, CUDA only)
     dtype               the store's float type
     input_fingerprint   the content identity of its inputs (videos: size + sampled-block hashes; captions:
                         sha256), hashed
@@ -65,11 +65,6 @@ def checkpoint_sha256(model: str, weights: str | dict | None) -> dict[str, str]:
         return {k: file_sha256(p) for k, p in checkpoint_files(model, weights).items()}
     except OSError as e:
         raise VtpipeError(f"model {model!r}: cannot read weight file {e.filename}: {e.strerror}") from e
-
-
-def precision(device: str, amp: str | None) -> str:
-    """What the model computes in (autocast applies on CUDA only; the CPU runs float32)."""
-    return f"{amp}-autocast" if str(device).startswith("cuda") and amp and amp != "none" else "float32"
 
 
 def store_fingerprint(path: str | os.PathLike) -> str | None:

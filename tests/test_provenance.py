@@ -219,7 +219,7 @@ def test_info_shows_checkpoint_hash_for_every_store(finished, env):
     want = {"weights": _sha256(CHECKPOINT)}
     for path, e in by_path.items():
         assert e["checkpoint_sha256"] == want, path
-        assert e["vtpipe_version"] and e["model"] == "shapes-tiny" and e["precision"] == "float32"
+        assert e["vtpipe_version"] and e["model"] == "shapes-tiny" and e["precision"] == "fp32"  # what ran: the CPU runs fp32
         assert e["input_fingerprint"] and e["fingerprint"]
     merged = by_path["features/shapes-tiny.h5"]
     assert merged["sampling"] == {"policy": "fps", "fps": 3} and merged["preprocess"]["size"] == 64

@@ -119,11 +119,14 @@ def test_locvtp_export_layout(tmp_path):
     rng = np.random.default_rng(3)
     vids = _videos(rng, 2, d=256)
     _write(tmp_path / "s.h5", vids, d=256)
-    assert export_locvtp(tmp_path / "s.h5", tmp_path / "l.h5") == 2
+    assert export_locvtp(tmp_path / "s.h5", tmp_path / "l.h5") == 2  # keyed by file stem (the default)
     with h5py.File(tmp_path / "l.h5") as f:
-        ds = f["dir/v0/c3d_features"]
+        ds = f["v0/c3d_features"]
         assert ds.dtype == np.float32 and ds.shape == (len(vids[0][1]), 1, 256)
         np.testing.assert_array_equal(ds[:, 0, :], vids[0][1])
+    assert export_locvtp(tmp_path / "s.h5", tmp_path / "p.h5", ids="path") == 2
+    with h5py.File(tmp_path / "p.h5") as f:
+        np.testing.assert_array_equal(f["dir/v0/c3d_features"][:, 0, :], vids[0][1])
 
 
 def test_one_video_out_of_100k_is_fast_to_open(tmp_path):

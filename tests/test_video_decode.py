@@ -106,14 +106,16 @@ def test_locvtp_clips(vids):
 
 
 def test_milnce_retrieval_clips(vids):
-    d = read_video(vids["long"], "milnce-retrieval")  # 11 s: starts linspace(0, 7.4, 10)
+    # 11 s at 30 fps: starts linspace(0, 7.4, 10). ffmpeg's fps=10 filter (what the loaders cut with) puts in
+    # slot j the last frame before start + (j + 1/2) / 10 s: frame k < 30 * start + 3 j + 1.5, i.e. 3 j + 1
+    d = read_video(vids["long"], "milnce-retrieval")
     c = read_counters(d.frames)
     assert c.shape == (10, 32)
-    assert c[0].tolist() == [3 * j for j in range(32)]
-    assert c[9].tolist() == [222 + 3 * j for j in range(32)]
-    d = read_video(vids["c30"], "milnce-retrieval")  # 3 s video: clips run past the end -> zeros
+    assert c[0].tolist() == [3 * j + 1 for j in range(32)]
+    assert c[9].tolist() == [223 + 3 * j for j in range(32)]
+    d = read_video(vids["c30"], "milnce-retrieval")  # 3 s: slots with (j + 1/2) / 10 past the end are zeros
     c = read_counters(d.frames)
-    assert c[0].tolist() == [3 * j for j in range(30)] + [-1, -1]
+    assert c[0].tolist() == [3 * j + 1 for j in range(30)] + [-1, -1]
     assert not d.frames[0, 30:].any()
 
 
