@@ -21,8 +21,6 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from stages.errors import ConfigError
 
 REQUIRED = ("name", "paper", "reference", "config")
@@ -46,12 +44,9 @@ def presets_dir() -> Path:
 
 
 def _read(path: Path) -> PaperPreset:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a paper preset is a mapping with keys {list(REQUIRED)}")
+    from pipeline.config import load_yaml  # safe_load, a mapping at the top, errors that name the file
+
+    data = load_yaml(path)
     missing = [k for k in REQUIRED if k not in data]
     unknown = sorted(set(data) - set(ALLOWED))
     if missing or unknown:
