@@ -120,13 +120,11 @@ def _leaves(d, pre: str = ""):
         yield pre[:-1], d
 
 
-MODELS = sorted(p.stem for p in (REPO / "configs/models").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (REPO / "configs/models").glob("*.yaml") if p.stem not in OWN_MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_published_numbers_of_every_model_yaml(name):
-    if name in OWN_MODELS:
-        pytest.skip("vtpipe's own model")
     data = yaml.safe_load((REPO / "configs/models" / f"{name}.yaml").read_text())
     pinned = PUBLISHED.get(name)
     assert pinned is not None, f"{name}: a model YAML whose published numbers are not pinned in PUBLISHED"
