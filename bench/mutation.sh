@@ -42,7 +42,7 @@ for pair in "${PAIRS[@]}"; do
     echo "    data/"
     echo "pytest_add_cli_args_test_selection ="
     for t in $tests; do echo "    $t"; done
-    echo "pytest_add_cli_args = -q -x -p no:cacheprovider"
+    printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n'  # a list: one argument a line
   } >> "$work/setup.cfg"
   echo "== $module  (tests: $tests)"
   t0=$(date +%s)
