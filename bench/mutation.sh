@@ -10,7 +10,7 @@
 # Needs the `bench` extra (pip install -e '.[bench]').
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
+PY=$(realpath "${PYTHON:-.venv/bin/python}")
 "$PY" -c "import mutmut" 2>/dev/null || { echo "mutmut is missing: pip install -e '.[bench]'" >&2; exit 2; }
 MUTMUT="$(dirname "$PY")/mutmut"
 
@@ -46,7 +46,7 @@ for pair in "${PAIRS[@]}"; do
   } >> "$work/setup.cfg"
   echo "== $module  (tests: $tests)"
   t0=$(date +%s)
-  (cd "$work" && PYTHONPATH="$work" "$MUTMUT" run >/dev/null 2>&1 || true)
+  (cd "$work" && PYTHONPATH="$work" "$MUTMUT" run > "$work/run.log" 2>&1) || { echo "mutmut failed:" >&2; tail -5 "$work/run.log" >&2; }
   (cd "$work" && "$MUTMUT" results --all true 2>/dev/null || "$MUTMUT" results 2>/dev/null) > "$work/results.txt" || true
   killed=$(grep -c ": killed" "$work/results.txt" || true)
   survived=$(grep -c ": survived" "$work/results.txt" || true)
