@@ -10,7 +10,8 @@
 # Needs the `bench` extra (pip install -e '.[bench]').
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=$(realpath "${PYTHON:-.venv/bin/python}")
+PY=${PYTHON:-.venv/bin/python}
+PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute, symlink kept (the venv's own interpreter)
 "$PY" -c "import mutmut" 2>/dev/null || { echo "mutmut is missing: pip install -e '.[bench]'" >&2; exit 2; }
 MUTMUT="$(dirname "$PY")/mutmut"
 
