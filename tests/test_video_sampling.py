@@ -200,3 +200,32 @@ def test_describe_round_trips(name):
 def test_bad_specs(spec, match):
     with pytest.raises(ConfigError, match=match):
         make_policy(spec)
+
+
+# ---- the shared pieces every policy stands on (mutants of these survived the policy tests) -----------------
+def test_frame_selection_normalises_and_checks_its_arrays():
+
+
+    fs = FrameSelection(np.array([1, 2], np.int32), np.ones(2, bool), np.zeros(2))
+    assert fs.indices.dtype == np.int64 and fs.num_units == 2 and fs.clip_len is None
+    with pytest.raises(ValueError, match=r"indices \(2,\), mask \(3,\), times \(2,\)"):
+        FrameSelection(np.array([1, 2]), np.ones(3, bool), np.zeros(2))
+    with pytest.raises(ValueError, match=r"times \(1,\)"):
+        FrameSelection(np.array([1, 2]), np.ones(2, bool), np.zeros(1))
+    clips = FrameSelection(np.array([[3, -1, 3], [1, -1, 2]]), np.ones(2, bool), np.zeros(2), "clip")
+    assert clips.clip_len == 3 and clips.needed_frames().tolist() == [1, 2, 3]  # once each, no padding
+
+
+def test_prepare_origin_end_and_bad_timestamps():
+    from stages.video.sampling import TIME_EPS, _prepare
+
+    rel, end = _prepare(np.array([2.0, 2.5, 3.0]), 2.0, None)  # origin = first frame; end = last + 1/fps
+    assert rel.tolist() == [0.0, 0.5, 1.0] and end == 1.5
+    assert _prepare(np.array([0.0, 0.5, 1.0]), 0.0, None)[1] == 1.5  # no rate: the median frame gap
+    assert _prepare(np.array([2.0, 2.5, 3.0]), 2.0, 10.0)[1] == 8.0  # an explicit end, on the same clock
+    assert _prepare(np.array([2.0, 2.5, 3.0]), 2.0, 2.5)[1] == 1.0 + 2 * TIME_EPS  # never before the last frame
+    assert _prepare(np.array([5.0]), 0.0, None)[1] == 2 * TIME_EPS  # one frame, no rate
+    with pytest.raises(ValueError, match="0 timestamps"):
+        _prepare(np.array([]), 30.0, None)
+    with pytest.raises(ValueError, match="sorted"):
+        _prepare(np.array([0.0, 1.0, 0.5]), 30.0, None)
