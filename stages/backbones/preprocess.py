@@ -102,13 +102,6 @@ class Preprocess:
             return self.size, self.size
         return resized_size(height, width, self.resize_to or self.size)
 
-    def decoder_size(self, height: int, width: int) -> tuple[int, int] | None:
-        """(w, h) the decoder should output for the decoder backend; None for the others."""
-        if self.backend != "decoder":
-            return None
-        th, tw = self.target_size(height, width)
-        return tw, th
-
     # --- the transform ------------------------------------------------------------------------------------
     def __call__(self, frames: np.ndarray, pad: np.ndarray | None = None) -> np.ndarray:
         """uint8 RGB [U, H, W, 3] or [U, L, H, W, 3] -> float32 [U, 3, h, w] or [U, 3, L, h, w].

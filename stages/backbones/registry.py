@@ -102,12 +102,6 @@ def model_config(name: str, protocol: str | None = None) -> ModelInfo:
     return ModelInfo(**raw)
 
 
-def protocol_names(name: str) -> list[str]:
-    """The protocols of a registered model, its default first."""
-    info = model_config(name)
-    return [info.protocol, *info.protocols]
-
-
 def load_model(
     name: str,
     weights: str | Mapping[str, str | None] | None = None,

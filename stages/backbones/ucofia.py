@@ -147,10 +147,6 @@ class UcofiaVideoText(Clip4ClipVideoText):
         pixels = self.net.visual_token_selector(allt, self.selection_seed)
         return torch.cat((allt[:, :, 0], pixels), dim=1)
 
-    def split_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A video's stored rows [5F, D] -> (frame features [F, D], selected tokens [4F, D])."""
-        return rows[: self.max_frames], rows[self.max_frames:]
-
     def pool(self, unit_features: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         frames = unit_features[: self.max_frames]
         fmask = None if mask is None else np.asarray(mask, bool)[: self.max_frames]

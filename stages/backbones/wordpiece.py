@@ -16,6 +16,7 @@ kinds of character, which a pre-pass handles:
 
 from __future__ import annotations
 
+import functools
 import os
 import unicodedata
 from collections.abc import Sequence
@@ -43,19 +44,20 @@ def _clean_others(text: str) -> str:
     return "".join("\x00" if (c not in "\t\n\r" and unicodedata.category(c)[0] == "C") else c for c in text)
 
 
-def _normalizer_and_pretokenizer():
+@functools.lru_cache(maxsize=2)
+def _normalizer_and_pretokenizer(lower_case: bool):
+    """BERT's normalizer and pre-tokenizer, built once per casing (basic_tokenize runs once per caption)."""
     tk = _tokenizers()
-    norm = tk.normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    norm = tk.normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                         strip_accents=None if lower_case else False, lowercase=lower_case)
     return norm, tk.pre_tokenizers.BertPreTokenizer()
 
 
 def basic_tokenize(text: str, lower_case: bool = True) -> list[str]:
     """BERT's basic tokenization (cleanup, CJK spacing, lower-case + accent stripping, whitespace and
     punctuation split) of one text, as words."""
-    tk = _tokenizers()
-    norm = tk.normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None if lower_case else False,
-                                         lowercase=lower_case)
-    words = tk.pre_tokenizers.BertPreTokenizer().pre_tokenize_str(norm.normalize_str(_clean_others(str(text))))
+    norm, pre = _normalizer_and_pretokenizer(bool(lower_case))
+    words = pre.pre_tokenize_str(norm.normalize_str(_clean_others(str(text))))
     return [w for w, _ in words]
 
 
