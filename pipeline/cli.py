@@ -459,8 +459,9 @@ def search(index_dir, text, video, k, features, weights, allow_random):
 @click.option("--model", "model_name", help="Model for zero-shot prompts [default: the store's model].")
 @click.option("--weights", type=click.Path(exists=True),
               help="Checkpoint of the model (zero-shot prompts; DRL TI/WTI retrieval: temporal module and weight heads).")
-@click.option("--similarity", type=click.Choice(["auto", "dp", "ti", "wti", "ucofia"]), default="auto", show_default=True,
-              help="auto: the model's own (dot product, DRL's token-wise TI/WTI, or UCoFiA's three levels with SK-norm per level; needs --weights).")
+@click.option("--similarity", type=click.Choice(["auto", "dp", "dot", "ti", "wti", "ucofia"]), default="auto", show_default=True,
+              help="auto: the model's own (dot product, DRL's token-wise TI/WTI, or UCoFiA's three levels with SK-norm per level; needs --weights); "
+                   "dp: cosine; dot: un-normalised dot product (MIL-NCE / VT-TWINS eval scripts).")
 def evaluate(tasks, features, text_features, output, rerank, bank_text_features, bank_video_features, sets, ties,
              median, missing, candidates, index_dir, candidates_k, model_name, weights, similarity):
     """Retrieval (R@1/5/10/50, MdR, MnR) and recognition metrics from feature stores.

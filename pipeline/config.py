@@ -108,7 +108,7 @@ DEFAULTS: dict[str, Any] = {
         # multi-caption v2t: captions (best caption's rank among all captions) | videos (groups scored by their best
         # caption); the clip4clip / collaborative-experts conventions fix it to their reference's (videos / captions)
         "v2t_gallery": "captions",
-        "similarity": "auto",  # auto (the model's: dp, or DRL's ti / wti token-wise) | dp | ti | wti | ucofia (UCoFiA three levels, SK-norm per level)
+        "similarity": "auto",  # auto (the model's: dp, or DRL's ti / wti token-wise) | dp | dot (un-normalised) | ti | wti | ucofia (UCoFiA three levels, SK-norm per level)
         "sk_norm": {"scale": 100.0, "n_iters": 4, "kernel": "float32", "max_error": 1e-6},
         "dsl": {"temperature": 1.0, "scale": 100.0},
         "qb_norm": {"beta": 20.0, "k": 1},
@@ -158,7 +158,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "evaluate.missing": ("drop", "miss"),
     "evaluate.v2t_gallery": ("captions", "videos"),
     "evaluate.candidates": ("exact", "faiss"),
-    "evaluate.similarity": ("auto", "dp", "ti", "wti", "ucofia"),
+    "evaluate.similarity": ("auto", "dp", "dot", "ti", "wti", "ucofia"),
     "evaluate.sk_norm.kernel": ("float32", "exact"),
     "dataset.kind": ("retrieval", "action"),
     "dataset.layout": ("class_dirs", "flat"),

@@ -1,0 +1,138 @@
+"""Each paper preset with an evaluation, run through the pipeline's evaluate stage on recorded features, gives the
+number the reference's own evaluation code computes from the same features.
+
+tests/golden/preset_numbers/<preset>.npz holds small seeded features; numbers.json holds what the reference's
+evaluation statements gave on them (scripts/golden/preset_numbers.py runs them from the reference checkouts and
+records file:line and commit). Here the features are written as the run layout's stores
+(RUN/features/<model>.h5 and .text.h5; the dataset's split / annotation files under dataset.root) and
+`vtpipe run PRESET --stage evaluate -o RUN --set dataset.root=ROOT` scores them: the same command a user runs.
+
+Not covered here (they need a checkpoint's heads or a text encoder, not only features): drl-ti-msrvtt,
+drl-wti-msrvtt, ucofia-msrvtt (scoring checked in test_token_similarity_eval.py / test_ucofia.py),
+tvtsv2-zeroshot-* (test_recognition.py); locvtp-export has no evaluation (test_locvtp_export_preset below).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli
+from pipeline.presets import load_preset
+from stages.store import VideoStoreWriter, write_text_store
+
+GOLD = REPO / "tests/golden/preset_numbers"
+NUMBERS = json.loads((GOLD / "numbers.json").read_text())
+
+
+def _video_store(path: Path, model: str, ids, units, pooled) -> None:
+    w = VideoStoreWriter(path, units[0].shape[-1], {"model": model})
+    for vid, u, p in zip(ids, units, pooled):
+        w.add(str(vid), np.asarray(u, np.float32), np.arange(len(u), dtype=float), None, np.asarray(p, np.float32))
+    w.close()
+
+
+def _retrieval(g, model: str, feats: Path, root: Path) -> None:
+    n = int(g["cap_video"].max()) + 1
+    vids = [f"video{i}" for i in range(n)]
+    if "windows" in g:  # S3D windows: the store's units; pooled = their mean, as the reference's view + mean
+        _video_store(feats / f"{model}.h5", model, vids, g["windows"], g["pooled"])
+    else:
+        _video_store(feats / f"{model}.h5", model, vids, g["videos"][:, None, :], g["videos"])
+    caps = g["captions"]
+    write_text_store(feats / f"{model}.text.h5", [f"c{i}" for i in range(len(caps))], [vids[i] for i in g["cap_video"]],
+                     ["x"] * len(caps), caps, {"model": model})
+
+
+def _action(g, dataset: str, model: str, feats: Path, root: Path) -> None:
+    classes, labels, ids = list(g["classes"]), list(g["labels"]), list(g["video_ids"])
+    full = [f"{c}/{v}" for c, v in zip(labels, ids)]
+    _video_store(feats / f"{model}.h5", model, full, g["features"], g["features"].mean(1))
+    if dataset == "hmdb51":
+        d = root / "testTrainMulti_7030_splits"
+        d.mkdir(parents=True)
+        for k in range(3):
+            for c in classes:
+                (d / f"{c}_test_split{k + 1}.txt").write_text("".join(
+                    f"{v}.avi {g['splits'][k][i]} \n" for i, v in enumerate(ids) if labels[i] == c))
+    else:
+        d = root / "ucfTrainTestlist"
+        d.mkdir(parents=True)
+        (d / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+        for k in range(3):
+            s = g["splits"][k]
+            assert set(s.tolist()) <= {1, 2}  # UCF101 lists every video in train or test
+            (d / f"trainlist0{k + 1}.txt").write_text("".join(
+                f"{f}.avi {classes.index(labels[i]) + 1}\n" for i, f in enumerate(full) if s[i] == 1))
+            (d / f"testlist0{k + 1}.txt").write_text("".join(f"{f}.avi\n" for i, f in enumerate(full) if s[i] == 2))
+
+
+def _crosstask(g, model: str, feats: Path, root: Path) -> None:
+    """A CrossTask release (tasks_primary.txt, annotations/) and VT-TWINS's crosstask.csv listing its pairs."""
+    from stages.datasets.captions import read_captions
+
+    rel = root / "crosstask_release"
+    (rel / "annotations").mkdir(parents=True)
+    steps = {t: s.split(",") for t, s in zip(g["task_names"], g["task_steps"])}
+    (rel / "tasks_primary.txt").write_text("".join(
+        f"{t}\nTask {t}\nhttp://example.org/{t}\n{len(s)}\n{','.join(s)}\n\n" for t, s in steps.items()))
+    rows = list(zip(g["task"], g["video_id"], g["step"], g["start"], g["end"]))
+    for t, v in dict.fromkeys((t, v) for t, v, *_ in rows):
+        (rel / "annotations" / f"{t}_{v}.csv").write_text("".join(
+            f"{s},{a},{b}\n" for tt, vv, s, a, b in rows if (tt, vv) == (t, v)))
+    (root / "crosstask.csv").write_text("end,start,task_id,text,video_id\n" + "".join(
+        f"{b},{a},{t},{steps[t][s - 1]},{v}\n" for t, v, s, a, b in rows))
+    segs = read_captions("crosstask", rel / "tasks_primary.txt")
+    # the golden's rows are in annotation order per (task, video): match them to vtpipe's segment ids
+    key = {(str(t), str(v), float(a)): i for i, (t, v, _, a, _) in enumerate(rows)}
+    order = [key[(str(t), str(v), float(a))] for t, v, a in zip(segs["task"], segs["video_id"], segs["start_s"])]
+    ids = segs["caption_id"].tolist()
+    _video_store(feats / f"{model}.h5", model, ids, g["video"][order][:, None, :], g["video"][order])
+    write_text_store(feats / f"{model}.text.h5", ids, ids, segs["caption"].tolist(), g["text"][order], {"model": model})
+
+
+PRESETS = sorted(NUMBERS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_gives_the_reference_number(name, tmp_path):
+    preset = load_preset(name)
+    want = NUMBERS[name]
+    assert "evaluate" in preset.config.get("stages", ["evaluate"])
+    model = preset.config["model"]["name"]
+    g = dict(np.load(GOLD / f"{name}.npz"))
+    run, root = tmp_path / "run", tmp_path / "data"
+    feats = run / "features"
+    feats.mkdir(parents=True)
+    root.mkdir()
+    tasks = preset.config["evaluate"]["tasks"]
+    if tasks == ["crosstask"]:
+        _crosstask(g, model, feats, root)
+    elif tasks == ["linear-probe"]:
+        _action(g, preset.config["dataset"]["preset"], model, feats, root)
+    else:
+        _retrieval(g, model, feats, root)
+    run_cli("run", name, "--stage", "evaluate", "-o", str(run), "--set", f"dataset.root={root}")
+    out = run / "eval" / model
+    if tasks == ["crosstask"]:
+        m = json.loads((out / "crosstask/metrics.json").read_text())
+        assert m["segments_missing"] == 0 and m["n_segments"] == len(g["task"])
+        assert m["ctr"] == pytest.approx(want["ctr"], abs=1e-9)
+        assert m["per_task"] == pytest.approx(want["per_task"], abs=1e-9)  # {task id: %}
+    elif tasks == ["linear-probe"]:
+        m = json.loads((out / "linear-probe/metrics.json").read_text())
+        assert m["top1_per_split"] == pytest.approx(want["per_split"], abs=1e-9)
+        assert m["top1"] == pytest.approx(want["mean"], abs=1e-9)
+    else:
+        for d in tasks:
+            m = json.loads((out / d / "metrics.json").read_text())
+            ref = want[d]
+            got = {"R1": m["R@1"], "R5": m["R@5"], "R10": m["R@10"], "MR": m["MdR"]}
+            if "MeanR" in ref:
+                got["MeanR"] = m["MnR"]
+            assert got == pytest.approx({k: ref[k] for k in got}, rel=1e-6, abs=1e-9), (d, want["computed_by"])
+        if "cosine_would_give" in want:  # the data tells the reference's raw dot product from cosine
+            assert want["cosine_would_give"] != {k: want["t2v"][k] for k in want["cosine_would_give"]}
