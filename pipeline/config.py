@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "allow_globals": [],  # non-tensor types a pickled checkpoint may hold, e.g. [argparse.Namespace] (classes only)
         "sampling": None,  # override the model's default frame-sampling policy
         "protocol": None,  # one of the model's protocols (`vtpipe models` lists them); None: its default
+        "max_words": None,  # caption length in tokens, start/end included (CLIP-family text path); None: the model YAML's
     },
     "compress": {
         "fps": 3.0,
