@@ -151,11 +151,12 @@ def raw_windows(rng, n: int, windows: int, d: int = 16) -> tuple[np.ndarray, np.
 
 
 # ---- presets ---------------------------------------------------------------------------------------------
-def clip4clip_numbers(ref: Ref, rng) -> dict:
-    """MSR-VTT (one caption per video) and MSVD (several), scored by main_task_retrieval.py's eval_epoch tail."""
+def clip4clip_numbers(ref: Ref, rng, presets: tuple) -> dict:
+    """MSR-VTT, DiDeMo / ActivityNet paragraphs (one query per video) and MSVD (several captions a video),
+    scored by main_task_retrieval.py's eval_epoch tail."""
     metrics = ref.module("metrics.py")
     out = {}
-    for preset, per_video in (("clip4clip-msrvtt", None), ("clip4clip-msvd", (1, 5))):
+    for preset, per_video in presets:
         n = 14
         videos = unit16(rng, n)
         counts = np.ones(n, int) if per_video is None else rng.integers(per_video[0], per_video[1], size=n)
@@ -332,7 +333,7 @@ def main(argv=None) -> None:
     mil = Ref(a.refs, "antoine77340+MIL-NCE_HowTo100M")
     rng = np.random.default_rng(2026)
     cases: dict = {}
-    cases.update(clip4clip_numbers(c4c, rng))
+    cases.update(clip4clip_numbers(c4c, rng, (("clip4clip-msrvtt", None), ("clip4clip-msvd", (1, 5)))))
     cases.update(s3d_retrieval_numbers(mil, "milnce-msrvtt", "eval_msrvtt.py", "evaluate", 10, rng, True))
     cases.update(s3d_retrieval_numbers(mil, "milnce-youcook2", "eval_youcook.py", "evaluate", 10, rng, True))
     cases.update(s3d_retrieval_numbers(vtt, "vt-twins-msrvtt", "src/eval_msrvtt.py", "test", 8, rng, False))
@@ -341,6 +342,7 @@ def main(argv=None) -> None:
     cases.update(linear_probe_numbers(vtt, "vt-twins-linear-probe-hmdb51", "src/eval_hmdb.py", "hmdb51", rng))
     cases.update(linear_probe_numbers(vtt, "vt-twins-linear-probe-ucf101", "src/eval_ucf.py", "ucf101", rng))
     cases.update(crosstask_numbers(vtt, rng))
+    cases.update(clip4clip_numbers(c4c, rng, (("clip4clip-didemo", None), ("clip4clip-activitynet", None))))
     a.out.mkdir(parents=True, exist_ok=True)
     summary = {}
     for preset, case in cases.items():
