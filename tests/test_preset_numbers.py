@@ -9,7 +9,8 @@ records file:line and commit). Here the features are written as the run layout's
 
 Not covered here (they need a checkpoint's heads or a text encoder, not only features): drl-ti-msrvtt,
 drl-wti-msrvtt, ucofia-msrvtt (scoring checked in test_token_similarity_eval.py / test_ucofia.py),
-tvtsv2-zeroshot-* (test_recognition.py); locvtp-export has no evaluation (test_locvtp_export_preset below).
+tvtsv2-zeroshot-* (test_recognition.py); locvtp-export has no evaluation: its export is read with LocVTP's
+loop over keys (test_locvtp_export_preset_reads_with_the_reference_loop).
 """
 
 from __future__ import annotations
@@ -136,3 +137,40 @@ def test_preset_gives_the_reference_number(name, tmp_path):
             assert got == pytest.approx({k: ref[k] for k in got}, rel=1e-6, abs=1e-9), (d, want["computed_by"])
         if "cosine_would_give" in want:  # the data tells the reference's raw dot product from cosine
             assert want["cosine_would_give"] != {k: want["t2v"][k] for k in want["cosine_would_give"]}
+
+
+def test_locvtp_export_preset_reads_with_the_reference_loop(tmp_path):
+    """`vtpipe run locvtp-export` on an ActivityNet-style nested folder (train/v_a.mp4, val/v_b.mp4, a broken
+    video): the export's top-level keys are exactly the videos, keyed by file stem, and LocVTP's concatHDF5.py
+    loop (`for vid in fin.keys(): fin[vid]['c3d_features'][:]`, facts in tests/golden/paper_presets.json)
+    reads every one; the failed video is listed beside the export. The model YAML `locvtp` is replaced by a
+    tiny one of the same name (random weights in the release format), so the preset runs unchanged."""
+    import h5py
+    import pandas as pd
+
+    import backbone_checkpoints as bc
+    from video_factory import make_counter_video
+
+    facts = json.loads((REPO / "tests/golden/paper_presets.json").read_text())["locvtp-export"]
+    assert facts["reads_top_level_keys"] and facts["dataset"] == "c3d_features"
+    configs = bc.make_configs_dir(tmp_path)
+    bc.tiny_model_config(configs, "locvtp", "locvtp", params=dict(bc.TINY_DISTILBERT))
+    ckpt = bc.write_locvtp_checkpoint(tmp_path / "model_10e.pth",
+                                      bc.random_state_dict(bc.locvtp_shapes(bc.TINY_DISTILBERT), seed=5))
+    vocab = bc.write_vocab(tmp_path / "vocab.txt")
+    videos = tmp_path / "anet"
+    make_counter_video(videos / "train" / "v_a.mp4", n_frames=20, fps=10)  # 2 clips of 16 (the last padded)
+    make_counter_video(videos / "val" / "v_b.mp4", n_frames=16, fps=10)
+    (videos / "val" / "v_broken.mp4").write_bytes(b"not a video")
+    run = tmp_path / "run"
+    run_cli("run", "locvtp-export", "-o", str(run), "--set", f"input.videos={videos}",
+            "--set", f"model.weights={{checkpoint: {ckpt}, vocab: {vocab}}}", "--set", "extract.decode_workers=0",
+            env={"VTPIPE_CONFIGS": str(configs)})
+    export = run / "features/locvtp.locvtp.h5"
+    read = {}
+    with h5py.File(export, "r") as fin:  # the reference's loop over the top-level keys
+        for vid in fin.keys():
+            read[vid] = fin[vid][facts["dataset"]][:].shape
+    assert read == {"v_a": (2, 1, 256), "v_b": (1, 1, 256)}
+    failed = pd.read_csv(run / "features/locvtp.locvtp.failed.csv", dtype=str)
+    assert failed["id"].tolist() == ["val/v_broken"] and failed["key"].tolist() == ["v_broken"]
