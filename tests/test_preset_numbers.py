@@ -7,9 +7,10 @@ records file:line and commit). Here the features are written as the run layout's
 (RUN/features/<model>.h5 and .text.h5; the dataset's split / annotation files under dataset.root) and
 `vtpipe run PRESET --stage evaluate -o RUN --set dataset.root=ROOT` scores them: the same command a user runs.
 
-Not covered here (they need a checkpoint's heads or a text encoder, not only features): drl-ti-msrvtt,
-drl-wti-msrvtt, ucofia-msrvtt (scoring checked in test_token_similarity_eval.py / test_ucofia.py),
-tvtsv2-zeroshot-* (test_recognition.py); locvtp-export has no evaluation: its export is read with LocVTP's
+TVTSv2 zero-shot needs the text tower: the reference ran TVTS's ViT-B/32 model at reduced depth with seeded
+weights (scripts/golden/tvtsv2_zeroshot.py), and the test gives vtpipe the same model YAML and checkpoint.
+Not covered here (they need a checkpoint's heads, not only features): drl-ti-msrvtt, drl-wti-msrvtt,
+ucofia-msrvtt (scoring checked in test_token_similarity_eval.py / test_ucofia.py); locvtp-export has no evaluation: its export is read with LocVTP's
 loop over keys (test_locvtp_export_preset_reads_with_the_reference_loop).
 """
 
@@ -95,6 +96,39 @@ def _crosstask(g, model: str, feats: Path, root: Path) -> None:
     write_text_store(feats / f"{model}.text.h5", ids, ids, segs["caption"].tolist(), g["text"][order], {"model": model})
 
 
+def _zeroshot(g, dataset: str, want: dict, feats: Path, root: Path, tmp: Path) -> dict:
+    """TVTSv2 zero-shot: the recorded clip features of split 1's test videos, the split files, and the model
+    YAML `tvtsv2-b32` replaced by the reduced-depth one the reference ran, with the same seeded checkpoint.
+    Returns the environment and --set arguments for the run."""
+    import backbone_checkpoints as bc
+    from stages.recognition import prompt_classnames
+
+    classes, labels = [str(c) for c in g["classes"]], g["labels"]
+    # the prompts vtpipe makes are the ones the reference was given
+    assert prompt_classnames(classes, "a person {}") == [want["prompt_templates"][0].format(str(w)) for w in g["words"]]
+    stems = [f"v_{classes[y]}_g{k + 8:02d}_c01" if dataset == "ucf101" else f"{classes[y]}_clip_{k}"
+             for k, y in enumerate(labels)]
+    ids = [f"{classes[y]}/{s}" for y, s in zip(labels, stems)]
+    _video_store(feats / "tvtsv2-b32.h5", "tvtsv2-b32", ids, g["video"][:, None, :], g["video"])
+    if dataset == "ucf101":
+        d = root / "ucfTrainTestlist"
+        d.mkdir(parents=True)
+        (d / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+        (d / "trainlist01.txt").write_text("".join(f"{c}/v_{c}_g01_c01.avi {i + 1}\n" for i, c in enumerate(classes)))
+        (d / "testlist01.txt").write_text("".join(f"{v}.avi\n" for v in ids))
+    else:
+        d = root / "testTrainMulti_7030_splits"
+        d.mkdir(parents=True)
+        for i, c in enumerate(classes):
+            (d / f"{c}_test_split1.txt").write_text(f"{c}_train_0.avi 1 \n" + "".join(
+                f"{s}.avi 2 \n" for s, y in zip(stems, labels) if y == i))
+    configs = bc.make_configs_dir(tmp)
+    arch = want["model"]["arch_cfg"]
+    bc.tiny_model_config(configs, "tvtsv2-b32", "tvtsv2-b32", params={"arch": None, "arch_cfg": arch})
+    ckpt = bc.write_tvtsv2_checkpoint(tmp / "ckpt.pth", bc.tvtsv2_seeded_state_dict(arch, want["model"]["weight_seed"]))
+    return {"env": {"VTPIPE_CONFIGS": str(configs)}, "sets": ["--set", f"model.weights={ckpt}"]}
+
+
 PRESETS = sorted(NUMBERS)
 
 
@@ -110,15 +144,23 @@ def test_preset_gives_the_reference_number(name, tmp_path):
     feats.mkdir(parents=True)
     root.mkdir()
     tasks = preset.config["evaluate"]["tasks"]
-    if tasks == ["crosstask"]:
+    extra: dict = {"env": None, "sets": []}
+    if tasks == ["zeroshot"]:
+        extra = _zeroshot(g, preset.config["dataset"]["preset"], want, feats, root, tmp_path)
+    elif tasks == ["crosstask"]:
         _crosstask(g, model, feats, root)
     elif tasks == ["linear-probe"]:
         _action(g, preset.config["dataset"]["preset"], model, feats, root)
     else:
         _retrieval(g, model, feats, root)
-    run_cli("run", name, "--stage", "evaluate", "-o", str(run), "--set", f"dataset.root={root}")
+    run_cli("run", name, "--stage", "evaluate", "-o", str(run), "--set", f"dataset.root={root}", *extra["sets"],
+            env=extra["env"])
     out = run / "eval" / model
-    if tasks == ["crosstask"]:
+    if tasks == ["zeroshot"]:
+        m = json.loads((out / "zeroshot/metrics.json").read_text())
+        assert m["per_split"][0]["videos"] == len(g["labels"]) and m["videos_missing"] == []
+        assert (m["top1"], m["top5"]) == pytest.approx((want["top1"], want["top5"]), abs=1e-9), want["computed_by"]
+    elif tasks == ["crosstask"]:
         m = json.loads((out / "crosstask/metrics.json").read_text())
         assert m["segments_missing"] == 0 and m["n_segments"] == len(g["task"])
         assert m["ctr"] == pytest.approx(want["ctr"], abs=1e-9)
