@@ -9,8 +9,10 @@ records file:line and commit). Here the features are written as the run layout's
 
 TVTSv2 zero-shot needs the text tower: the reference ran TVTS's ViT-B/32 model at reduced depth with seeded
 weights (scripts/golden/tvtsv2_zeroshot.py), and the test gives vtpipe the same model YAML and checkpoint.
-Not covered here (they need a checkpoint's heads, not only features): drl-ti-msrvtt, drl-wti-msrvtt,
-ucofia-msrvtt (scoring checked in test_token_similarity_eval.py / test_ucofia.py); locvtp-export has no evaluation: its export is read with LocVTP's
+DRL TI / WTI need the checkpoint's seqTransf and weight heads: the reference ran DRL's own methods with the
+heads of a seeded tiny checkpoint (scripts/golden/drl_numbers.py), and the test gives vtpipe that checkpoint.
+Not covered here: ucofia-msrvtt (its three-level scoring is checked against UCoFiA's code in test_ucofia.py);
+locvtp-export has no evaluation: its export is read with LocVTP's
 loop over keys (test_locvtp_export_preset_reads_with_the_reference_loop).
 """
 
@@ -129,6 +131,35 @@ def _zeroshot(g, dataset: str, want: dict, feats: Path, root: Path, tmp: Path) -
     return {"env": {"VTPIPE_CONFIGS": str(configs)}, "sets": ["--set", f"model.weights={ckpt}"]}
 
 
+def _drl(g, model: str, want: dict, feats: Path, tmp: Path) -> dict:
+    """DRL TI / WTI: the store holds each video's real frames (raw CLIP features) and the pooled vector extract
+    writes (meanP over the seqTransf-aggregated frames), the text store every caption's 32 token features with
+    its mask; the model YAML is replaced by the tiny DRL of the same name with the reference's checkpoint."""
+    import backbone_checkpoints as bc
+    from stages.backbones.registry import load_model
+
+    arch = want["model"]["arch_cfg"]
+    configs = bc.make_configs_dir(tmp)
+    bc.tiny_model_config(configs, model, model, embed_dim=arch["embed_dim"], params={"arch": None, "arch_cfg": arch})
+    sd = bc.clip4clip_state_dict(arch, seed=want["model"]["weight_seed"], seq_transf=True, wti=model == "drl-wti")
+    ckpt = bc.write_raw_state_dict(tmp / "pytorch_model.bin.4", sd)
+    import os
+
+    old = os.environ.get("VTPIPE_CONFIGS")
+    os.environ["VTPIPE_CONFIGS"] = str(configs)
+    try:
+        net = load_model(model, weights=str(ckpt))
+        real = [g["frames"][i][g["video_mask"][i]] for i in range(len(g["frames"]))]
+        pooled = [net.pool(f) for f in real]
+    finally:
+        os.environ.pop("VTPIPE_CONFIGS") if old is None else os.environ.__setitem__("VTPIPE_CONFIGS", old)
+    vids = [f"video{i}" for i in range(len(real))]
+    _video_store(feats / f"{model}.h5", model, vids, real, pooled)
+    write_text_store(feats / f"{model}.text.h5", [f"c{i}" for i in range(len(vids))], vids, ["x"] * len(vids),
+                     g["tokens"][:, 0], {"model": model}, tokens=g["tokens"], token_mask=g["token_mask"])
+    return {"env": {"VTPIPE_CONFIGS": str(configs)}, "sets": ["--set", f"model.weights={ckpt}"]}
+
+
 PRESETS = sorted(NUMBERS)
 
 
@@ -151,6 +182,8 @@ def test_preset_gives_the_reference_number(name, tmp_path):
         _crosstask(g, model, feats, root)
     elif tasks == ["linear-probe"]:
         _action(g, preset.config["dataset"]["preset"], model, feats, root)
+    elif "tokens" in g:
+        extra = _drl(g, model, want, feats, tmp_path)
     else:
         _retrieval(g, model, feats, root)
     run_cli("run", name, "--stage", "evaluate", "-o", str(run), "--set", f"dataset.root={root}", *extra["sets"],
