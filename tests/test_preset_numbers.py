@@ -11,7 +11,8 @@ TVTSv2 zero-shot needs the text tower: the reference ran TVTS's ViT-B/32 model a
 weights (scripts/golden/tvtsv2_zeroshot.py), and the test gives vtpipe the same model YAML and checkpoint.
 DRL TI / WTI need the checkpoint's seqTransf and weight heads: the reference ran DRL's own methods with the
 heads of a seeded tiny checkpoint (scripts/golden/drl_numbers.py), and the test gives vtpipe that checkpoint.
-Not covered here: ucofia-msrvtt (its three-level scoring is checked against UCoFiA's code in test_ucofia.py);
+UCoFiA: the features of tests/golden/ucofia.npz, whose SK-normed three-level scores UCoFiA's code computed
+(scripts/golden/ucofia_reference.py), scored by its eval_epoch tail (scripts/golden/ucofia_numbers.py).
 locvtp-export has no evaluation: its export is read with LocVTP's
 loop over keys (test_locvtp_export_preset_reads_with_the_reference_loop).
 """
@@ -160,6 +161,44 @@ def _drl(g, model: str, want: dict, feats: Path, tmp: Path) -> dict:
     return {"env": {"VTPIPE_CONFIGS": str(configs)}, "sets": ["--set", f"model.weights={ckpt}"]}
 
 
+def _ucofia(model: str, feats: Path, tmp: Path) -> dict:
+    """UCoFiA: tests/golden/ucofia.npz's seeded features (the ones UCoFiA's code scored): each video's 12 frame
+    rows and 48 selected patch rows with their mask, captions 0-7 (sentence + 32 word features) as the queries
+    of videos 0-7, the 40-caption bank as the SK-norm query bank; the tiny UCoFiA checkpoint of its recipe."""
+    import os
+
+    import backbone_checkpoints as bc
+    from stages.backbones.registry import load_model
+
+    data = np.load(REPO / "tests/golden/ucofia.npz")
+    g, recipe = {k: data[k] for k in data.files}, json.loads(str(data["recipe"]))
+    arch = recipe["arch_cfg"]
+    configs = bc.make_configs_dir(tmp)
+    bc.tiny_model_config(configs, model, model, embed_dim=arch["embed_dim"], params={"arch": None, "arch_cfg": arch})
+    ckpt = bc.write_raw_state_dict(tmp / "pytorch_model.bin.4", bc.ucofia_state_dict(
+        arch, recipe["weight_seed"], recipe["max_words"], recipe["max_frames"]))
+    old = os.environ.get("VTPIPE_CONFIGS")
+    os.environ["VTPIPE_CONFIGS"] = str(configs)
+    try:
+        net = load_model(model, weights=str(ckpt))
+        w = VideoStoreWriter(feats / f"{model}.h5", arch["embed_dim"], {"model": model})
+        for i in range(len(g["feat_frames"])):
+            rows = np.concatenate([g["feat_frames"][i], g["feat_pixels"][i]]).astype(np.float32)
+            mask = np.concatenate([g["feat_mask"][i], np.repeat(g["feat_mask"][i], 4)]).astype(bool)
+            w.add(f"video{i}", rows, np.arange(len(rows), dtype=float), mask, net.pool(rows, mask))
+        w.close()
+    finally:
+        os.environ.pop("VTPIPE_CONFIGS") if old is None else os.environ.__setitem__("VTPIPE_CONFIGS", old)
+    n = NUMBERS["ucofia-msrvtt"]["queries"]
+    for path, sent, words, vids in ((feats / f"{model}.text.h5", g["feat_sentence"][:n], g["feat_words"][:n],
+                                     [f"video{i}" for i in range(n)]),
+                                    (feats / f"{model}.bank.text.h5", g["feat_bank_sentence"], g["feat_bank_words"],
+                                     ["train"] * len(g["feat_bank_sentence"]))):
+        write_text_store(path, [f"c{i}" for i in range(len(sent))], vids, ["x"] * len(sent), sent, {"model": model},
+                         tokens=words, token_mask=np.ones(words.shape[:2], bool))
+    return {"env": {"VTPIPE_CONFIGS": str(configs)}, "sets": ["--set", f"model.weights={ckpt}"]}
+
+
 PRESETS = sorted(NUMBERS)
 
 
@@ -169,7 +208,7 @@ def test_preset_gives_the_reference_number(name, tmp_path):
     want = NUMBERS[name]
     assert "evaluate" in preset.config.get("stages", ["evaluate"])
     model = preset.config["model"]["name"]
-    g = dict(np.load(GOLD / f"{name}.npz"))
+    g = dict(np.load(GOLD / f"{name}.npz")) if (GOLD / f"{name}.npz").is_file() else {}
     run, root = tmp_path / "run", tmp_path / "data"
     feats = run / "features"
     feats.mkdir(parents=True)
@@ -182,6 +221,8 @@ def test_preset_gives_the_reference_number(name, tmp_path):
         _crosstask(g, model, feats, root)
     elif tasks == ["linear-probe"]:
         _action(g, preset.config["dataset"]["preset"], model, feats, root)
+    elif name == "ucofia-msrvtt":
+        extra = _ucofia(model, feats, tmp_path)
     elif "tokens" in g:
         extra = _drl(g, model, want, feats, tmp_path)
     else:
