@@ -481,10 +481,15 @@ def evaluate(tasks, features, text_features, output, rerank, bank_text_features,
             with VideoStore(feats) as s:
                 model_name = s.model
         over = config_mod.parse_overrides(sets)
+        ev_user = {"tasks": list(tasks), "rerank": rerank, "ties": ties, "median": median, "missing": missing,
+                   "candidates": candidates, "candidates_k": candidates_k, "similarity": similarity}
+        from pipeline.cli_presets import given_only  # a paper preset's conventions win over options left at default
+
+        ev_user = given_only(ev_user, {k: k for k in ("rerank", "ties", "median", "missing", "candidates", "similarity")}
+                             | {"candidates_k": "candidates_k"}, over.get("preset"))
         user = {"stages": ["evaluate"],
                 "model": {"name": model_name, "weights": str(Path(weights).resolve()) if weights else None},
-                "evaluate": {"tasks": list(tasks), "rerank": rerank, "ties": ties, "median": median, "missing": missing,
-                             "candidates": candidates, "candidates_k": candidates_k, "similarity": similarity}}
+                "evaluate": ev_user}
         if candidates == "faiss" and not index_dir:
             raise VtpipeError("--candidates faiss needs --index (a folder made by `vtpipe index`)")
         cfg = config_mod.resolve(user, base_dir=Path.cwd(), overrides=over)
