@@ -146,7 +146,12 @@ def test_auto_choice_trials_every_candidate_and_picks_the_fastest_that_reaches_t
             assert key in t, (t["factory"], key)
     won = [t for t in trials if t["chosen"]]
     assert len(won) == 1 and won[0]["reached"] and infos["factory"] == won[0]["factory"].split(" ")[0]
-    assert won[0]["predicted_queries_per_s"] == max(t["predicted_queries_per_s"] for t in trials if t["reached"])
+    best = [t for t in trials if t.get("predicted_best", t["chosen"])]  # without a full-size check: the same
+    assert len(best) == 1
+    assert best[0]["predicted_queries_per_s"] == max(t["predicted_queries_per_s"] for t in trials if t["reached"])
+    check = infos["choice"].get("full_size_check")
+    if best[0] is not won[0]:  # the full-size check preferred the anchor, measured on all the data
+        assert won[0]["factory"] == check["anchor"] and check["predicted"] == best[0]["factory"]
     assert "highest predicted queries/s" in infos["choice_reason"] and infos["target_reached"]
     assert infos["choice"]["trial_vectors"] == 5000 and infos["estimated_bytes"] <= fx.parse_memory("4G")
     # the dataset's own queries (not gallery rows, not seen by the choice) against exact search
