@@ -23,7 +23,7 @@ else
     "stages/retrieval/metrics.py|tests/test_retrieval_metrics.py"
     "stages/retrieval/conventions.py|tests/test_retrieval_metrics.py tests/test_evaluate_stage.py"
     "stages/backbones/preprocess.py|tests/test_geometry.py tests/test_golden_geometry.py"
-    "stages/tasks.py|tests/test_tasks.py"
+    "stages/contract/tasks.py|tests/test_tasks.py"
   )
 fi
 

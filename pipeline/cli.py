@@ -15,8 +15,8 @@ from pipeline import __version__, config as config_mod
 from pipeline.executors import LocalExecutor, make_executor
 from pipeline.runner import run_lock, run_pipeline, run_stage, slice_tasks
 from pipeline.status import format_status
-from stages.errors import VtpipeError
-from stages.layout import Layout
+from stages.contract.errors import VtpipeError
+from stages.contract.layout import Layout
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -91,7 +91,7 @@ class PipelineFile(click.ParamType):
         if Path(value).is_file():
             return value
         if not value.endswith((".yaml", ".yml")) and "/" not in value and os.sep not in value:
-            from stages.assets import presets_dir
+            from stages.contract.assets import presets_dir
 
             try:
                 folder = presets_dir("pipelines")
@@ -162,7 +162,7 @@ def run(pipeline_yaml, output, executor, workers, scheduler, sets, overwrite, on
 
 
 def _print_results(eval_root: Path) -> None:
-    from stages.report_table import collect_results, write_comparison
+    from stages.retrieval.report_table import collect_results, write_comparison
 
     rows = collect_results([eval_root]) if eval_root.is_dir() else []
     if rows:
@@ -193,7 +193,7 @@ def table(results, output):
     \b
     vtpipe table outputs/run1/eval outputs/sknorm-eval -o comparison.md
     """
-    from stages.report_table import collect_results, comparison_table, write_comparison
+    from stages.retrieval.report_table import collect_results, comparison_table, write_comparison
 
     rows = collect_results(results)
     if not rows:
@@ -400,7 +400,7 @@ def search(index_dir, text, video, k, features, weights, allow_random):
     import numpy as np
 
     from stages.backbones.registry import load_model
-    from stages.faiss_index import open_index
+    from stages.ann.io import open_index
     from stages.index import video_queries
 
     try:
@@ -472,7 +472,7 @@ def evaluate(tasks, features, text_features, output, rerank, bank_text_features,
     """
     from pipeline.runner import run_stage
     from stages import evaluate as eval_stage
-    from stages.store import VideoStore
+    from stages.features.store import VideoStore
 
     try:
         feats = Path(features).resolve()

@@ -1,6 +1,6 @@
 """Executors run a stage's tasks: in this process, in a local process pool, or on a dask cluster.
 
-All of them take the same thing, a list of stages.tasks.Task and the stage's run_task function (importable
+All of them take the same thing, a list of stages.contract.tasks.Task and the stage's run_task function (importable
 by name, so it pickles by reference), and return one outcome per task: a Result or the exception it raised.
 A task that raises is reported, the others go on; the runner decides what a failure means for the run.
 """
@@ -13,8 +13,8 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence
 
-from stages.faults import fault_point
-from stages.tasks import Result, Task, record_task_error, write_manifest
+from stages.contract.faults import fault_point
+from stages.contract.tasks import Result, Task, record_task_error, write_manifest
 
 log = logging.getLogger("vtpipe.executor")
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from stages.errors import VtpipeError
-from stages.provenance import store_provenance
+from stages.contract.errors import VtpipeError
+from stages.features.provenance import store_provenance
 
 INDEX_KEYS = ("model", "vtpipe_version", "checkpoint_sha256", "random_weights", "sampling", "preprocess", "precision",
               "features", "features_fingerprint", "input_fingerprint", "level", "factory", "vectors", "dim",

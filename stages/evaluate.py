@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from stages import __version__
-from stages.errors import ConfigError, VtpipeError
-from stages.layout import Layout
-from stages.report_table import metrics_table, ranks_frame
+from stages.contract.errors import ConfigError, VtpipeError
+from stages.contract.layout import Layout
+from stages.retrieval.report_table import metrics_table, ranks_frame
 from stages.retrieval.diagnostics import missing_warning
-from stages.store import TextStore, VideoStore
-from stages.provenance import check_same_source, store_fingerprint, store_summary
-from stages.tasks import Result, Task, atomic_path, register_stage, write_json_atomic, write_text_atomic
+from stages.features.store import TextStore, VideoStore
+from stages.features.provenance import check_same_source, store_fingerprint, store_summary
+from stages.contract.tasks import Result, Task, atomic_path, register_stage, write_json_atomic, write_text_atomic
 
 STAGE = "evaluate"
 # ignore: where the checkpoint is (its sha256, checkpoint_sha256, is hashed) and where the stores are read from
@@ -41,7 +41,7 @@ SPEC = register_stage(STAGE, version=1, neutral={"similarity": "auto", "candidat
 
 
 def _checkpoint(cfg: dict) -> dict:
-    from stages.provenance import checkpoint_sha256
+    from stages.features.provenance import checkpoint_sha256
 
     try:
         return checkpoint_sha256(cfg["model"]["name"], cfg["model"]["weights"])
@@ -88,7 +88,7 @@ def _check_index(index_dir: str, video: dict) -> None:
 
 def _check_pair(video_path: str, text_path: str) -> None:
     """A video store and a caption store are evaluated together only when made by the same model and weights."""
-    from stages.provenance import store_provenance
+    from stages.features.provenance import store_provenance
 
     check_same_source(store_provenance(video_path), store_provenance(text_path), f"video store {video_path}",
                       f"text store {text_path}")
@@ -193,7 +193,7 @@ def run_task(task: Task) -> Result:
 def _run_crosstask(task: Task) -> Result:
     """VT-TWINS CrossTask segment accuracy: per task, is each segment's clip closest to its own step's text
     among the task's steps? Segment clips and step texts are the extract stage's segment items and captions."""
-    from stages.crosstask import crosstask_vt_twins
+    from stages.recognition.segment_accuracy import crosstask_vt_twins
     from stages.datasets.captions import read_captions
 
     p = task.params
@@ -326,10 +326,10 @@ def _run_retrieval(task: Task) -> Result:
         if vpath and not p.get("bank_video_required") and not Path(vpath).is_file():
             vpath = None  # no training videos configured: v2t is evaluated without re-ranking and says so
         vbank = load_video_bank(vpath, data["model"], data["videos"].shape[1])
-    elif mode == "ucofia":  # three levels, SK-norm per level inside (stages/ucofia_eval.py)
+    elif mode == "ucofia":  # three levels, SK-norm per level inside (stages/retrieval/ucofia_scorer.py)
         if use_index:
             raise ConfigError("--candidates faiss cannot rank by UCoFiA's three-level similarity: use exact candidates")
-        from stages.ucofia_eval import ucofia_scorer
+        from stages.retrieval.ucofia_scorer import ucofia_scorer
 
         scorer, sim_info = ucofia_scorer(p, data, present)
         text_q, video_g, score_fn, bank = scorer.ids(scorer.TEXT), scorer.ids(scorer.VIDEO), scorer, None
@@ -559,7 +559,7 @@ def t2v_from_index(index_dir: str, data: dict, truth: list[str], k: int, ks, med
     higher (optimistic ties); otherwise its rank is only known to be >= k and is recorded as k. So R@K is
     exact for K <= k (relative to the index: exact with a Flat index), MdR is exact while it is below k, and
     MnR is a lower bound (reported as MnR_lower_bound)."""
-    from stages.faiss_index import search
+    from stages.ann.io import search
     from stages.retrieval import retrieval_metrics
 
     scores, hits = search(index_dir, data["captions"], k, model=data["model"])
@@ -615,7 +615,7 @@ def _splits(p: dict):
 
 def _run_zeroshot(task: Task) -> Result:
     from stages.backbones.registry import load_model
-    from stages.recognition import prompt_classnames, zeroshot_accuracy
+    from stages.recognition.action import prompt_classnames, zeroshot_accuracy
 
     p = task.params
     t0 = time.perf_counter()
@@ -644,7 +644,7 @@ def _run_zeroshot(task: Task) -> Result:
 
 
 def _run_linear_probe(task: Task) -> Result:
-    from stages.recognition import linear_probe_splits
+    from stages.recognition.action import linear_probe_splits
 
     p = task.params
     t0 = time.perf_counter()

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 import pipeline
 import stages
 from pipeline.cli import main
-from stages import assets
+from stages.contract import assets
 from stages.backbones.registry import list_models, model_config
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
