@@ -297,7 +297,7 @@ def test_shards_of_other_weights_are_never_merged(tmp_path):
 
 
 def test_video_and_text_of_other_weights_are_never_evaluated_together(tmp_path):
-    from stages.evaluate import _check_pair
+    from stages.features.provenance import check_store_pair as _check_pair
 
     _shard(tmp_path / "v.h5", "locvtp", "aa", ["v0"])
     for ckpt, ok in (("aa", True), ("bb", False)):

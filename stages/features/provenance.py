@@ -127,3 +127,23 @@ def check_same_source(a: dict, b: dict, what_a: str, what_b: str, keys=PAIR_KEYS
         if va != vb:
             raise VtpipeError(f"{what_a} was made with {k}={va!r} but {what_b} with {vb!r}: results of "
                               "different models, weights or presets are never mixed; re-extract one of them")
+
+
+def stores_used(p: dict, metrics_dir: str | Path | None = None) -> dict:
+    """metrics.json "stores": every store the task read, by fingerprint and checkpoint sha256, and by path
+    relative to the metrics file's folder (so a moved run still names its own stores)."""
+    out = {}
+    for key, name in (("features", "video"), ("text_features", "text"), ("bank_features", "bank")):
+        if p.get(key) and Path(p[key]).is_file():
+            out[name] = store_summary(p[key])
+            out[name]["path"] = os.path.relpath(os.path.abspath(p[key]),
+                                                os.path.abspath(metrics_dir or p["out_dir"]))
+    return out
+
+
+
+def check_store_pair(video_path: str, text_path: str) -> None:
+    """A video store and a caption store are evaluated together only when made by the same model and weights."""
+    check_same_source(store_provenance(video_path), store_provenance(text_path), f"video store {video_path}",
+                      f"text store {text_path}")
+
