@@ -11,28 +11,12 @@
   (:class:`~.similarity.TokenScorer` is the scalable one the evaluate stage uses).
 """
 
-from .metrics import (
-    MEDIANS,
-    TIES,
-    ranks_from_features,
-    ranks_from_scores,
-    retrieval_metrics,
-    t2v_v2t_ranks,
-    v2t_ranks_multi,
-    v2t_ranks_multi_from_scores,
-)
+from .metrics import MEDIANS, TIES, ranks_from_features, ranks_from_scores, retrieval_metrics
+from .pair_ranks import t2v_v2t_ranks, v2t_ranks_multi, v2t_ranks_multi_from_scores
 from .conventions import CONVENTIONS
 from .evaluation import evaluate_retrieval
-from .rerank import (
-    RERANKERS,
-    SK_KERNELS,
-    apply_rerank,
-    dsl,
-    qb_norm,
-    sk_norm_bias,
-    sk_norm_bias_dense,
-    sk_norm_text_bias_v2t,
-)
+from .rerank import RERANKERS, apply_rerank, dsl, qb_norm
+from .sk_norm import SK_KERNELS, sk_norm_bias, sk_norm_bias_dense, sk_norm_text_bias_v2t
 
 __all__ = [
     "CONVENTIONS",
