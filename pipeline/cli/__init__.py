@@ -691,6 +691,3 @@ def run_main() -> None:
         click.secho("interrupted: finished tasks are kept; run the same command again to finish", fg="yellow", err=True)
         sys.exit(130)
 
-
-if __name__ == "__main__":
-    run_main()
