@@ -15,6 +15,18 @@ from ._numba import KIND_AFFINE, affine_value, col_counts, dsl_value, row_counts
 NO_BEFORE = np.empty(0, np.int64)
 
 
+@njit(inline="always")
+def _gt_counts(S, i, g, kind, a, c, cx):  # pragma: no cover - compiled
+    """Row i of a block with its ground truth at column g: (thr = the ground truth's value, count of values
+    > thr, count of the *other* items with values >= thr). Inlined into the row and fused kernels."""
+    thr = value(kind, S[i, g], a, c, cx[g])
+    if kind == KIND_AFFINE:
+        n_gt, n_ge = row_counts(affine_value, S, i, a, c, cx, thr)
+    else:
+        n_gt, n_ge = row_counts(dsl_value, S, i, a, c, cx, thr)
+    return thr, n_gt, (n_ge - 1 if thr == thr else n_ge)
+
+
 @njit(parallel=True, cache=True)
 def _row_kernel(S, gt, kind, ra, rc, cx, out_gt, out_ge, out_thr, out_before):  # pragma: no cover - compiled
     """Per row i: count v_ij > v_i,gt and v_ij >= v_i,gt (self excluded), v = value(kind, S, ra_i, rc_i, cx_j).
@@ -27,13 +39,7 @@ def _row_kernel(S, gt, kind, ra, rc, cx, out_gt, out_ge, out_thr, out_before):  
         g = gt[i]
         a = ra[i]
         c = rc[i]
-        thr = value(kind, S[i, g], a, c, cx[g])
-        if kind == KIND_AFFINE:
-            n_gt, n_ge = row_counts(affine_value, S, i, a, c, cx, thr)
-        else:
-            n_gt, n_ge = row_counts(dsl_value, S, i, a, c, cx, thr)
-        out_gt[i] = n_gt
-        out_ge[i] = n_ge - 1 if thr == thr else n_ge
+        thr, out_gt[i], out_ge[i] = _gt_counts(S, i, g, kind, a, c, cx)
         out_thr[i] = thr
         if before:
             nb = 0
@@ -58,19 +64,11 @@ def _fused_kernel(S, gt, kind, ra, rc, cx, ca, cc, rx, col_thr,
         agt = np.zeros(m, np.int32)
         age = np.zeros(m, np.int32)
         for i in range(lo, hi):
-            g = gt[i]
-            a = ra[i]
-            c = rc[i]
-            thr = value(kind, S[i, g], a, c, cx[g])
+            out_thr[i], out_gt[i], out_ge[i] = _gt_counts(S, i, gt[i], kind, ra[i], rc[i], cx)
             if kind == KIND_AFFINE:
-                n_gt, n_ge = row_counts(affine_value, S, i, a, c, cx, thr)
                 col_counts(affine_value, S, i, ca, cc, rx[i], col_thr, agt, age)
             else:
-                n_gt, n_ge = row_counts(dsl_value, S, i, a, c, cx, thr)
                 col_counts(dsl_value, S, i, ca, cc, rx[i], col_thr, agt, age)
-            out_gt[i] = n_gt
-            out_ge[i] = n_ge - 1 if thr == thr else n_ge
-            out_thr[i] = thr
         for j in range(m):
             acc_gt[t, j] += agt[j]
             acc_ge[t, j] += age[j]
