@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "allow_globals": [],  # non-tensor types a pickled checkpoint may hold, e.g. [argparse.Namespace] (classes only)
         "sampling": None,  # override the model's default frame-sampling policy
         "protocol": None,  # one of the model's protocols (`vtpipe models` lists them); None: its default
+        "max_words": None,  # caption length in tokens, start/end included (CLIP-family text path); None: the model YAML's
     },
     "compress": {
         "fps": 3.0,
@@ -108,7 +109,7 @@ DEFAULTS: dict[str, Any] = {
         # multi-caption v2t: captions (best caption's rank among all captions) | videos (groups scored by their best
         # caption); the clip4clip / collaborative-experts conventions fix it to their reference's (videos / captions)
         "v2t_gallery": "captions",
-        "similarity": "auto",  # auto (the model's: dp, or DRL's ti / wti token-wise) | dp | ti | wti | ucofia (UCoFiA three levels, SK-norm per level)
+        "similarity": "auto",  # auto (the model's: dp, or DRL's ti / wti token-wise) | dp | dot (un-normalised) | ti | wti | ucofia (UCoFiA three levels, SK-norm per level)
         "sk_norm": {"scale": 100.0, "n_iters": 4, "kernel": "float32", "max_error": 1e-6},
         "dsl": {"temperature": 1.0, "scale": 100.0},
         "qb_norm": {"beta": 20.0, "k": 1},
@@ -158,7 +159,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "evaluate.missing": ("drop", "miss"),
     "evaluate.v2t_gallery": ("captions", "videos"),
     "evaluate.candidates": ("exact", "faiss"),
-    "evaluate.similarity": ("auto", "dp", "ti", "wti", "ucofia"),
+    "evaluate.similarity": ("auto", "dp", "dot", "ti", "wti", "ucofia"),
     "evaluate.sk_norm.kernel": ("float32", "exact"),
     "dataset.kind": ("retrieval", "action"),
     "dataset.layout": ("class_dirs", "flat"),

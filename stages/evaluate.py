@@ -8,7 +8,8 @@ Tasks:
                 (stages.retrieval.evaluate_retrieval), optionally re-ranked (sk-norm / qb-norm with the query
                 bank of training captions, dsl). Writes <eval_dir>/<t2v|v2t>/{metrics.json, metrics.md,
                 ranks.csv, recall_at_k.png, rank_histogram.png}. The similarity (metrics.json "similarity"):
-                "dp" = dot product of the L2-normalised pooled vectors, or, for DRL models (clip4clip family,
+                "dp" = dot product of the L2-normalised pooled vectors, "dot" = of the pooled vectors as stored
+                (MIL-NCE's and VT-TWINS's eval scripts: np.dot of un-normalised S3D embeddings), or, for DRL models (clip4clip family,
                 params.interaction ti / wti; evaluate.similarity = auto), DRL's token-wise "ti" / "wti"
                 between the caption's token features (text store) and the video's frame features (video
                 store), see stages.retrieval.token_scorer; UCoFiA models: stages.retrieval.ucofia_scorer.
@@ -58,7 +59,7 @@ def _checkpoint(cfg: dict) -> dict:
 RETRIEVAL = ("t2v", "v2t")
 ACTION = ("zeroshot", "linear-probe")
 TASKS = RETRIEVAL + ACTION + ("crosstask",)
-SIMILARITIES = ("auto", "dp", "ti", "wti", "ucofia")
+SIMILARITIES = ("auto", "dp", "dot", "ti", "wti", "ucofia")
 
 
 def _sig(p: Path) -> str | None:
@@ -189,7 +190,7 @@ def _run_retrieval(task: Task) -> Result:
         check_store_pair(p["features"], p["bank_features"])
     if p.get("candidates") == "faiss" and p.get("index_dir"):
         _check_index(p["index_dir"], store_summary(p["features"]))
-    data = load_pairs(p["features"], p["text_features"])
+    data = load_pairs(p["features"], p["text_features"], normalise=p.get("similarity") != "dot")
     if len(data["cap_video"]) == 0:
         raise VtpipeError("no caption has an extracted video: nothing to evaluate")
     rp = p["rerank_params"]
@@ -205,7 +206,10 @@ def _run_retrieval(task: Task) -> Result:
     mode, info = similarity_mode(data["model"], p.get("similarity", "auto"))
     sim_info: dict = {}
     vbank = None
-    if mode == "dp":
+    if mode == "dot" and (use_index or p["rerank"] != "none"):
+        raise ConfigError("evaluate.similarity=dot (un-normalised dot product) works with exact candidates and no "
+                          "re-ranking only")
+    if mode in ("dp", "dot"):
         text_q, video_g, score_fn = data["captions"], videos, None
         bank = load_text_bank(p["bank_features"], data["model"], data["videos"].shape[1])
         vpath = p.get("bank_video_features")
@@ -292,8 +296,8 @@ def similarity_mode(model: str, requested: str = "auto"):
 
     if requested not in SIMILARITIES:
         raise ConfigError(f"evaluate.similarity must be one of {list(SIMILARITIES)}, got {requested!r}")
-    if requested == "dp":
-        return "dp", None
+    if requested in ("dp", "dot"):
+        return requested, None
     try:
         info = model_config(model)
     except ConfigError:

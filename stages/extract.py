@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from stages.backbones.registry import load_model, model_config
+from stages.backbones.text_length import check_max_words, set_max_words
 from stages.datasets.captions import read_captions
 from stages.features.engine import run_engine
 from stages.contract.errors import ConfigError, VtpipeError
@@ -118,6 +119,12 @@ def sampling_spec(cfg: dict) -> dict:
     return dict(spec)
 
 
+def text_length_params(cfg: dict) -> dict:
+    """{"max_words": n} when model.max_words is set (a text task's fingerprint then depends on it), else {}."""
+    n = check_max_words(cfg["model"].get("max_words"))
+    return {"max_words": n} if n else {}
+
+
 def _model_params(cfg: dict) -> dict:
     """The model as the fingerprint sees it: its name, the sha256 of every weight file it loads (the paths
     are not hashed: a checkpoint copied elsewhere is the same checkpoint)."""
@@ -202,6 +209,7 @@ def plan(cfg: dict, layout: Layout) -> list[Task]:
         params = {
             **common,
             "kind": "text",
+            **text_length_params(cfg),
             "captions": path,
             "input_identity": caption_identity(path),
             "format": fmt,
@@ -231,6 +239,8 @@ def _load(task: Task):
     model = load_model(p["model"], weights=p["weights"], device=device, amp_dtype=amp, allow_random=p["allow_random"],
                        allow_torchscript=p.get("allow_torchscript", False), protocol=p.get("protocol"),
                        allow_globals=p.get("allow_globals", ()))
+    if p.get("max_words"):  # model.max_words: the caption tokenizer's length (stages/backbones/text_length.py)
+        set_max_words(model, p["max_words"])
     if getattr(model, "random_weights", False):
         log.warning("model %s runs with RANDOM weights: its features mean nothing (plumbing check only)", p["model"])
     return model, device
@@ -336,7 +346,8 @@ def _run_text(task: Task) -> Result:
             video_ids,
             captions,
             np.concatenate(pooled),
-            _attrs(task, model, device, {"captions_file": str(Path(p["captions"]).name)}),
+            _attrs(task, model, device, {"captions_file": str(Path(p["captions"]).name),
+                                         **({"max_words": p["max_words"]} if p.get("max_words") else {})}),
             tokens=np.concatenate(tokens) if tokens else None,
             token_mask=np.concatenate(masks) if masks else None,
             dtype=p["dtype"],

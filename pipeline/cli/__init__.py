@@ -8,6 +8,7 @@ The root group is here; the commands live in one module per group and are added 
     results.py         search, table, status, info   read what a run made
     catalogue.py       models, presets               what ships
     common.py          what they share (click settings, error exit, one stage under the run lock, ...)
+    preset_options.py  options left at their defaults do not override a paper preset
 """
 
 from __future__ import annotations

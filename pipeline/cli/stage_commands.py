@@ -230,8 +230,9 @@ def index(features, output, index_kind, max_memory, metric, level, target_recall
 @click.option("--model", "model_name", help="Model for zero-shot prompts [default: the store's model].")
 @click.option("--weights", type=click.Path(exists=True),
               help="Checkpoint of the model (zero-shot prompts; DRL TI/WTI retrieval: temporal module and weight heads).")
-@click.option("--similarity", type=click.Choice(["auto", "dp", "ti", "wti", "ucofia"]), default="auto", show_default=True,
-              help="auto: the model's own (dot product, DRL's token-wise TI/WTI, or UCoFiA's three levels with SK-norm per level; needs --weights).")
+@click.option("--similarity", type=click.Choice(["auto", "dp", "dot", "ti", "wti", "ucofia"]), default="auto", show_default=True,
+              help="auto: the model's own (dot product, DRL's token-wise TI/WTI, or UCoFiA's three levels with SK-norm per level; needs --weights); "
+                   "dp: cosine; dot: un-normalised dot product (MIL-NCE / VT-TWINS eval scripts).")
 def evaluate(tasks, features, text_features, output, rerank, bank_text_features, bank_video_features, sets, ties,
              median, missing, candidates, index_dir, candidates_k, model_name, weights, similarity):
     """Retrieval (R@1/5/10/50, MdR, MnR) and recognition metrics from feature stores.
@@ -250,10 +251,15 @@ def evaluate(tasks, features, text_features, output, rerank, bank_text_features,
             with VideoStore(feats) as s:
                 model_name = s.model
         over = config_mod.parse_overrides(sets)
+        ev_user = {"tasks": list(tasks), "rerank": rerank, "ties": ties, "median": median, "missing": missing,
+                   "candidates": candidates, "candidates_k": candidates_k, "similarity": similarity}
+        from pipeline.cli.preset_options import given_only  # a paper preset's conventions win over options left at default
+
+        ev_user = given_only(ev_user, {k: k for k in ("rerank", "ties", "median", "missing", "candidates", "similarity")}
+                             | {"candidates_k": "candidates_k"}, over.get("preset"))
         user = {"stages": ["evaluate"],
                 "model": {"name": model_name, "weights": str(Path(weights).resolve()) if weights else None},
-                "evaluate": {"tasks": list(tasks), "rerank": rerank, "ties": ties, "median": median, "missing": missing,
-                             "candidates": candidates, "candidates_k": candidates_k, "similarity": similarity}}
+                "evaluate": ev_user}
         if candidates == "faiss" and not index_dir:
             raise VtpipeError("--candidates faiss needs --index (a folder made by `vtpipe index`)")
         cfg = config_mod.resolve(user, base_dir=Path.cwd(), overrides=over)

@@ -111,6 +111,16 @@ def attribute_assignments(src: str, obj: str = "args", keys: tuple[str, ...] = C
     return out
 
 
+def space_joins(src: str) -> list[str]:
+    """The arguments of every `" ".join(...)` call in a file, as source text."""
+    out = []
+    for node in ast.walk(ast.parse(src)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join"
+                and isinstance(node.func.value, ast.Constant) and node.func.value.value == " " and node.args):
+            out.append(ast.unparse(node.args[0]))
+    return sorted(out)
+
+
 def module_literal(src: str, name: str):
     for node in ast.walk(ast.parse(src)):
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
@@ -166,6 +176,9 @@ def gather(refs: Path) -> dict:
                    "max_frames": int(cmd["max_frames"]), "feature_framerate": int(cmd["feature_framerate"]),
                    "slice_framepos": int(cmd["slice_framepos"]), "sim_header": cmd["sim_header"],
                    "expand_msrvtt_sentences": bool(cmd.get("expand_msrvtt_sentences", False))}
+        loader = f"dataloaders/dataloader_{'activitynet' if datatype == 'activity' else datatype}_retrieval.py"
+        # what the loader joins with one space: a video's sentence list (paragraph retrieval) or a word list
+        g[name]["space_joins"] = {"source": r.where(loader), "joined": space_joins(r.read(loader))}
 
     r = Ref(refs / "foolwood+DRL")
     script = r.read("scripts/msrvtt.sh")

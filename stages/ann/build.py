@@ -21,7 +21,7 @@ import numpy as np
 from stages.ann import gpu
 from stages.ann.budget import parse_memory
 from stages.ann.candidates import FLAT_MAX, candidates
-from stages.ann.choose import TRIAL_QUERIES, TRIAL_SIZE, choose, train_points
+from stages.ann.choose import TRIAL_QUERIES, TRIAL_SIZE, anchor, choose, train_points
 from stages.ann.measure import ExactTopK, HeldOut
 from stages.ann.params import is_hnsw, last_line, set_build_params
 from stages.ann.tune import tune
@@ -82,17 +82,28 @@ def _populate(index: faiss.Index, train: np.ndarray, source: VectorSource, metri
     return {"train_seconds": round(t1 - t0, 3), "add_seconds": round(t2 - t1 - exact.seconds, 3)}
 
 
-def _fill(factory: str, make, train, source, metric, batch, queries, exact_k, where, device, gpus, later):
-    """Train and fill, on GPU when asked and possible; (index on CPU, timings, exact, used, fallback)."""
+class _Known:
+    """Stands in for ExactTopK when the true neighbours are already known (a second full-size build)."""
+
+    seconds = 0.0
+
+    def add(self, block: np.ndarray, first_row: int) -> None:
+        pass
+
+
+def _fill(factory: str, make, train, source, metric, batch, queries, exact_k, where, device, gpus, later,
+          known: ExactTopK | None = None):
+    """Train and fill, on GPU when asked and possible; (index on CPU, timings, exact, used, fallback).
+    known: exact neighbours from an earlier pass, reused instead of searched again."""
     cpu_index = make()
     used, fallback = "cpu", None
     if gpus > 0 and is_hnsw(cpu_index):
         fallback = "HNSW has no FAISS GPU version; built on CPU"
     elif gpus > 0:
-        exact = ExactTopK(queries, exact_k, metric)
+        exact = known or ExactTopK(queries, exact_k, metric)
         try:
             gindex = gpu.to_gpu(cpu_index)
-            timings = _populate(gindex, train, source, metric, batch, exact, where, later)
+            timings = _populate(gindex, train, source, metric, batch, _Known() if known else exact, where, later)
             t_conv = time.perf_counter()
             index = gpu.to_cpu(gindex)
             timings["gpu_to_cpu_seconds"] = round(time.perf_counter() - t_conv, 3)
@@ -102,9 +113,9 @@ def _fill(factory: str, make, train, source, metric, batch, queries, exact_k, wh
                 raise VtpipeError(f"GPU build of {factory!r} failed: {last_line(e)}") from e
             fallback = f"GPU build failed, built on CPU instead: {last_line(e)}"
             cpu_index = make()
-    exact = ExactTopK(queries, exact_k, metric)
+    exact = known or ExactTopK(queries, exact_k, metric)
     try:
-        timings = _populate(cpu_index, train, source, metric, batch, exact, where, later)
+        timings = _populate(cpu_index, train, source, metric, batch, _Known() if known else exact, where, later)
     except RuntimeError as e:  # e.g. "IDMap,Flat" wants explicit ids; vtpipe keeps ids in ids.json
         raise VtpipeError(f"FAISS could not train/fill index {factory!r}: {last_line(e)}") from e
     return cpu_index, timings, exact, used, fallback
@@ -178,12 +189,10 @@ def build(
                                 n, build_budget_s)
     elif cands:
         winner, record = cands[0], {"reason": cands[0].note, "trials": []}
+    first = anchor(record["trials"], build_budget_s) if trialling else None
+    plan = [cands[first], winner] if first is not None else [winner] if cands else []
     if cands:
-        factory, build_params = winner.factory(), dict(winner.build_params)
-        infos.update(estimated_bytes=winner.estimated_bytes, choice_reason=record.pop("reason"),
-                     build_params=build_params, choice={**record, "over_memory": rejected})
-    else:
-        build_params = {}
+        infos.update(choice_reason=record.pop("reason"), choice={**record, "over_memory": rejected})
 
     if own_queries:
         queries = rows(q_all)
@@ -196,31 +205,93 @@ def build(
         queries = prepare(queries[pick], metric, "tuning queries")
         q_all = np.full(len(queries), -1, dtype=np.int64)  # not gallery rows: nothing to exclude
         query_source = "external"
-    probe = _make(d, factory, fmetric, build_params)
-    train = rows(np.sort(train_rows[: train_size(probe, n)]))
-    got = probe = None  # the sample is no longer needed
+    specs = [(c.factory(), dict(c.build_params)) for c in plan] or [(factory, {})]
+    trains = [rows(np.sort(train_rows[: train_size(_make(d, f, fmetric, bp), n)])) for f, bp in specs]
+    got = None  # the sample is no longer needed
     later = np.sort(q_all) if own_queries else np.zeros(0, dtype=np.int64)
     kk = min(k, n - len(later))
-
-    # pass 2: train and add (on GPU when there is one), exact neighbours of the queries alongside
-    index, timings, exact, used, fallback = _fill(
-        factory, lambda: _make(d, factory, fmetric, build_params), train, source, metric, batch, queries,
-        kk, where, device, gpus, later)
-    del train
-    if index.ntotal != n - len(later):
-        raise VtpipeError(f"{where}: index holds {index.ntotal} vectors, expected {n - len(later)}")
-
     # tuning and measurement on disjoint held-out queries, which are not in the index yet: a graph index
     # would otherwise find each query's own node and, through its links, its neighbours (too easy)
-    none = np.full(len(queries), -1, dtype=np.int64)
     split = int(round(len(queries) * n_tune / (n_tune + n_eval))) if len(queries) > 1 else 0
-    tune_set = HeldOut(queries[:split], none[:split], exact.I[:split])
-    eval_set = HeldOut(queries[split:], none[split:], exact.I[split:])
-    t_tune = time.perf_counter()
-    params, curve, reached = tune(index, tune_set, kk, target_recall)
-    tune_seconds = time.perf_counter() - t_tune
-    ev = eval_set.evaluate(index, kk)
-    exact_qps = len(queries) / max(exact.seconds, 1e-9)
+
+    def full_size(spec_i: int, known: ExactTopK | None) -> dict[str, Any]:
+        """Pass 2 for one type: train and add (on GPU when there is one), exact neighbours alongside, tune, measure."""
+        f, bp = specs[spec_i]
+        index, timings, exact, used, fallback = _fill(
+            f, lambda: _make(d, f, fmetric, bp), trains[spec_i], source, metric, batch, queries, kk, where, device,
+            gpus, later, known)
+        if index.ntotal != n - len(later):
+            raise VtpipeError(f"{where}: index holds {index.ntotal} vectors, expected {n - len(later)}")
+        none = np.full(len(queries), -1, dtype=np.int64)
+        tune_set = HeldOut(queries[:split], none[:split], exact.I[:split])
+        eval_set = HeldOut(queries[split:], none[split:], exact.I[split:])
+        t_tune = time.perf_counter()
+        params, curve, reached = tune(index, tune_set, kk, target_recall)
+        tune_seconds = time.perf_counter() - t_tune
+        ev = eval_set.evaluate(index, kk)
+        exact_qps = len(queries) / max(exact.seconds, 1e-9) if known is None else known_qps[0]
+        return {"index": index, "timings": timings, "exact": exact, "used": used, "fallback": fallback,
+                "params": params, "curve": curve, "reached": reached, "ev": ev, "tune_seconds": tune_seconds,
+                "exact_qps": exact_qps, "tune_n": len(tune_set.q), "eval_n": len(eval_set.q),
+                "speedup": ev["queries_per_s"] / max(exact_qps, 1e-9), "spec": spec_i}
+
+    known_qps: list[float] = []
+    built = full_size(0, None)
+    known_qps.append(built["exact_qps"])
+    if len(plan) == 2:  # confirm the predicted winner against the anchor, measured at full size
+        trials = record["trials"]
+        win_i = next(i for i, t in enumerate(trials) if t.get("chosen"))
+        a_t, w_t = trials[first], trials[win_i]
+        confirm = {"anchor": a_t["factory"], "anchor_reached": bool(built["reached"]),
+                   "anchor_speedup_vs_exact": round(built["speedup"], 2),
+                   "anchor_recall": round(built["ev"][f"recall_at_{kk}"], 4),
+                   "anchor_build_seconds": round(sum(built["timings"].values()), 3),
+                   "predicted": w_t["factory"], "predicted_speedup_vs_exact": w_t["predicted_speedup_vs_exact"]}
+        if built["reached"] and built["speedup"] >= w_t["predicted_speedup_vs_exact"]:
+            keep = first
+            verdict = (f"{a_t['factory']} (quickest to build) measured {built['speedup']:.1f}x exact at full size, "
+                       f"more than the {w_t['predicted_speedup_vs_exact']}x predicted for {w_t['factory']}: "
+                       f"{w_t['factory']} not built")
+        else:
+            exact_known = built["exact"]
+            anchor_fig = built
+            built = None  # free the anchor before the next build
+            anchor_fig.pop("index")
+            other = full_size(1, exact_known)
+            confirm.update(predicted_reached=bool(other["reached"]),
+                           predicted_measured_speedup_vs_exact=round(other["speedup"], 2))
+            if other["reached"] and (other["speedup"] >= anchor_fig["speedup"] or not anchor_fig["reached"]):
+                keep, built = win_i, other
+                verdict = (f"{w_t['factory']} measured {other['speedup']:.1f}x exact at full size (recall reached), "
+                           f"against {anchor_fig['speedup']:.1f}x for {a_t['factory']}: kept")
+            elif not other["reached"] and not anchor_fig["reached"]:
+                better = other if other["ev"][f"recall_at_{kk}"] >= anchor_fig["ev"][f"recall_at_{kk}"] else None
+                keep = win_i if better is not None else first
+                built = other if better is not None else full_size(0, exact_known)
+                verdict = "neither reached the target at full size: the more accurate kept"
+            else:
+                keep = first
+                other = None
+                built = full_size(0, exact_known)  # the anchor is the quickest to build: built again
+                verdict = (f"{w_t['factory']} measured {confirm['predicted_measured_speedup_vs_exact']}x exact at "
+                           f"full size (target {'reached' if confirm['predicted_reached'] else 'missed'}), "
+                           f"against {anchor_fig['speedup']:.1f}x for {a_t['factory']}: {a_t['factory']} rebuilt "
+                           "and kept")
+        for i, t in enumerate(trials):
+            t["chosen"], t["predicted_best"] = i == keep, i == win_i
+        confirm["verdict"] = verdict
+        infos["choice"]["full_size_check"] = confirm
+        infos["choice_reason"] += f"; checked at full size: {verdict}"
+    build_params: dict[str, Any] = {}
+    kept = plan[built["spec"]] if plan else None
+    if kept is not None:
+        factory, build_params = kept.factory(), dict(kept.build_params)
+        infos.update(estimated_bytes=kept.estimated_bytes, build_params=build_params)
+    index, timings, used, fallback = (built[x] for x in ("index", "timings", "used", "fallback"))
+    params, curve, reached, ev, tune_seconds = (built[x] for x in ("params", "curve", "reached", "ev",
+                                                                  "tune_seconds"))
+    exact_qps = built["exact_qps"]
+    trains.clear()
     if len(later):  # the held-out rows join the index last: index row i is source row index_order(...)[i]
         index.add(queries[np.argsort(q_all, kind="stable")])
     if index.ntotal != n:
@@ -238,8 +309,8 @@ def build(
         "tuning_curve": curve,
         "query_source": query_source,
         "rows_added_last": [int(r) for r in later],
-        "tuning_queries": len(tune_set.q),
-        "recall_queries": len(eval_set.q),
+        "tuning_queries": built["tune_n"],
+        "recall_queries": built["eval_n"],
         "recall_k": kk,
         "recall_at_1": round(ev["recall_at_1"], 4),
         f"recall_at_{kk}": round(ev[f"recall_at_{kk}"], 4),

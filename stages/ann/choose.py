@@ -14,6 +14,12 @@ The winner: among the candidates that reached the target on the sample and whose
 the build budget, the one with the highest predicted queries/s. If none fits the budget, the quickest to
 build that reached the target; if none reached it, the most accurate. Every candidate's figures go to
 index_infos.json ("trials").
+
+The cost model is only a guess where the sample's structure differs from the full data's (tight clusters
+that a 20k sample leaves 4 points each), so the prediction is confirmed at full size (stages.ann.build): the
+anchor (``anchor``: the candidate that reached the target and is quickest to build) is built first and
+measured on held-out rows of all the data; the predicted winner is built only if its predicted speedup beats
+the anchor's measured one, and kept only if its own measurement does.
 """
 
 from __future__ import annotations
@@ -147,3 +153,15 @@ def choose(cands: list[Candidate], sample: np.ndarray, queries: np.ndarray, metr
               "trial_seconds": round(time.perf_counter() - t_start, 3),
               "cost_model": "exact ~ n; HNSW search ~ log n, build ~ n log n; IVF search ~ nlist + nprobe n/nlist"}
     return cands[win], record
+
+
+def anchor(trials: list[dict[str, Any]], build_budget_s: float | None) -> int | None:
+    """The trial to build and measure first at full size: reached the target, quickest to build (within the
+    budget when any is); None when it is the predicted winner itself or no candidate reached the target."""
+    ok = [i for i, t in enumerate(trials) if t.get("reached")]
+    in_time = [i for i in ok if build_budget_s is None or trials[i]["predicted_build_seconds"] <= build_budget_s]
+    pool = in_time or ok
+    if not pool:
+        return None
+    first = min(pool, key=lambda i: trials[i]["predicted_build_seconds"])
+    return None if trials[first].get("chosen") else first

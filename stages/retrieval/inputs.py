@@ -23,8 +23,9 @@ def check_finite(x: np.ndarray, ids, what: str) -> None:
                           "re-extract them")
 
 
-def load_pairs(features: str, text_features: str) -> dict:
-    """Normalised video and caption vectors, and the caption -> video map restricted to extracted videos."""
+def load_pairs(features: str, text_features: str, normalise: bool = True) -> dict:
+    """Normalised (or, normalise=False, as stored) video and caption vectors, and the caption -> video map
+    restricted to extracted videos."""
     with VideoStore(features) as vs, TextStore(text_features) as ts:
         if vs.model != ts.attrs.get("model"):
             raise VtpipeError(f"video store is from model {vs.model!r} but text store from {ts.attrs.get('model')!r}")
@@ -33,8 +34,8 @@ def load_pairs(features: str, text_features: str) -> dict:
         vraw, craw = vs.pooled(), ts.pooled()
         for what, x, ids in (("video", vraw, vs.ids), ("text", craw, ts.caption_ids)):
             check_finite(x, ids, what)
-        videos = _normalise(vraw)
-        captions = _normalise(craw)
+        videos = _normalise(vraw) if normalise else vraw
+        captions = _normalise(craw) if normalise else craw
         vindex = vs.index
         cap_video = np.array([vindex.get(v, -1) for v in ts.video_ids], dtype=np.int64)
         missing = sorted({v for v, i in zip(ts.video_ids, cap_video) if i < 0})
