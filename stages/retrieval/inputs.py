@@ -55,6 +55,11 @@ def load_pairs(features: str, text_features: str, normalise: bool = True) -> dic
 
 
 def load_text_bank(path: str | None, model: str, dim: int) -> np.ndarray | None:
+    """Query-bank caption features (the t2v bank for SK-norm / QB-Norm), normalised; None if not given.
+
+    load_video_bank below has the same shape on purpose: the two read different stores (TextStore: model in
+    attrs, caption ids; VideoStore: .model, video ids) and name different config keys in their errors, so a
+    shared helper would take as many parameters as it saves lines."""
     if not path:
         return None
     if not Path(path).is_file():
