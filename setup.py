@@ -2,7 +2,7 @@
 
 Metadata lives in setup.cfg. The top-level configs/ and data/ folders stay the source of truth; building a
 wheel (directly or from the sdist, which carries them through MANIFEST.in) copies the files listed in ASSETS
-to stages/_assets/<same relative path>, where stages/assets.py finds them with importlib.resources. An
+to stages/_assets/<same relative path>, where stages/contract/assets.py finds them with importlib.resources. An
 editable install copies nothing: it reads the top-level folders in place.
 """
 

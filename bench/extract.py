@@ -36,7 +36,7 @@ def main() -> None:
         args.videos, args.seconds = 4, 6.0
 
     from stages.backbones.registry import load_model
-    from stages.engine import run_engine
+    from stages.features.engine import run_engine
     from video_factory import make_testsrc_video
 
     threads = args.threads or max(1, (os.cpu_count() or 2) - args.decode_workers)

@@ -48,8 +48,7 @@ def make_files(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 
 def fresh_process_state() -> None:
-    from stages import identity
-
+    from stages.features import identity
     identity.forget_memo()
     identity._cache = None  # reopen the SQLite file as a new process would
 
@@ -73,7 +72,7 @@ def main() -> None:
         os.environ["VTPIPE_CACHE_DIR"] = str(tmp / "cache")
         from pipeline import config as config_mod
         from stages import compress, extract, identity
-        from stages.layout import Layout
+        from stages.contract.layout import Layout
 
         t0 = time.perf_counter()
         (tmp / "videos").mkdir()

@@ -46,7 +46,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 import torch  # noqa: E402
 
 from stages.backbones.registry import FAMILIES, list_models, load_model  # noqa: E402
-from stages.engine import run_engine  # noqa: E402
+from stages.features.engine import run_engine  # noqa: E402
 from stages.video.decode import read_video  # noqa: E402
 
 from gpu_check_report import Report, summary  # noqa: E402 (bench/, beside this file)
@@ -76,7 +76,7 @@ def environment() -> dict:
     import faiss
 
     from stages import __version__
-    from stages.faiss_index import num_gpus
+    from stages.ann.gpu import num_gpus
 
     cuda = torch.cuda.is_available()
     return {
@@ -282,8 +282,9 @@ def decode_step(tmp: Path, sizes: dict) -> dict:
 
 # ---- FAISS -----------------------------------------------------------------------------------------------------
 def faiss_step(sizes: dict, dry: bool) -> dict:
-    from stages import faiss_index as fx
-
+    from stages.ann.build import build
+    from stages.ann.gpu import num_gpus
+    from stages.ann.vectors import ArrayVectors
     bench_index = _load_file_module("vtpipe_bench_index", REPO / "bench" / "index.py")
     t = time.perf_counter()
     x, _ = bench_index.clustered(sizes["faiss_n"], sizes["faiss_d"], sizes["faiss_clusters"], 0, 0)
@@ -291,14 +292,14 @@ def faiss_step(sizes: dict, dry: bool) -> dict:
     keep = ("factory", "device", "gpu_fallback", "gpus", "recall_at_1", "recall_at_10", "queries_per_s",
             "exact_queries_per_s", "speedup_vs_exact", "search_params", "train_seconds", "add_seconds",
             "tune_seconds", "build_seconds")
-    if not dry and fx.num_gpus() == 0:  # a CPU-only faiss: the 1M CPU build alone would say nothing about GPUs
+    if not dry and num_gpus() == 0:  # a CPU-only faiss: the 1M CPU build alone would say nothing about GPUs
         out["builds"]["gpu"] = {"error": "FAISS sees no GPU (a CPU-only faiss build, or CUDA not visible to it)"}
         out["builds"]["cpu"] = {"skipped": "no GPU build to compare with (bench/index.py measures the CPU build)"}
         return out
     for device in ("cpu",) if dry else ("gpu", "cpu"):
         t = time.perf_counter()
         try:
-            _, infos = fx.build(fx.ArrayVectors(x), "auto", "ip", "4G", device=device)
+            _, infos = build(ArrayVectors(x), "auto", "ip", "4G", device=device)
             out["builds"][device] = {k: infos.get(k) for k in keep}
         except Exception as e:  # noqa: BLE001 - e.g. a CPU-only faiss: record it, build the other one
             out["builds"][device] = {"error": f"{type(e).__name__}: {e}"[:1000]}

@@ -33,9 +33,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages import faiss_index as fx
+from stages.ann.budget import parse_memory
 
+from stages.ann.build import build, index_order
 
+from stages.ann.gpu import num_gpus
+
+from stages.ann.io import load_index, write_index_dir
+
+from stages.ann.measure import recall_at
+
+from stages.ann.vectors import ArrayVectors
 def clustered(n: int, d: int, clusters: int, seed: int, n_queries: int,
               spread_range: tuple[float, float] = (0.5, 1.0)) -> tuple[np.ndarray, np.ndarray]:
     """(gallery [n, d], queries [n_queries, d]), both L2-normalised float32, from the same clusters."""
@@ -117,14 +125,14 @@ def cpu_name() -> str:
 
 def run_one(name: str, x: np.ndarray, q: np.ndarray, args) -> dict:
     t0 = time.perf_counter()
-    index, infos = fx.build(fx.ArrayVectors(x), args.index, "ip", args.max_memory, target_recall=args.target,
+    index, infos = build(ArrayVectors(x), args.index, "ip", args.max_memory, target_recall=args.target,
                             k=args.k, seed=args.seed, build_budget_s=args.build_budget)
     build_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
-        infos = fx.write_index_dir(tmp, index, list(range(index.ntotal)), infos)
-        loaded = fx.load_index(tmp)  # the tuned parameters as a user gets them
+        infos = write_index_dir(tmp, index, list(range(index.ntotal)), infos)
+        loaded = load_index(tmp)  # the tuned parameters as a user gets them
     del index
-    order = fx.index_order(len(x), infos)  # index row -> row of x
+    order = index_order(len(x), infos)  # index row -> row of x
     print(f"[{name}] index: {infos['factory']} {infos.get('build_params') or ''} search params "
           f"{infos['search_params']}, device {infos['device']}")
     print(f"[{name}] why: {infos.get('choice_reason', 'requested')}")
@@ -136,7 +144,7 @@ def run_one(name: str, x: np.ndarray, q: np.ndarray, args) -> dict:
     print(f"[{name}] build: {build_s:.1f}s (trials {infos.get('choice', {}).get('trial_seconds', 0)}s, train "
           f"{infos['train_seconds']}s, add {infos['add_seconds']}s, tune {infos['tune_seconds']}s)")
     print(f"[{name}] size: {infos['size_bytes'] / 2**20:.1f} MiB (raw float32 vectors: {x.nbytes / 2**20:.1f} MiB; "
-          f"budget {fx.parse_memory(args.max_memory) / 2**20:.0f} MiB); peak RSS so far {peak_rss_mib():.0f} MiB")
+          f"budget {parse_memory(args.max_memory) / 2**20:.0f} MiB); peak RSS so far {peak_rss_mib():.0f} MiB")
     print(f"[{name}] stage's own measurement (held-out rows): recall@{args.k} {infos[f'recall_at_{args.k}']}, "
           f"{infos['speedup_vs_exact']}x exact")
     exact = faiss.IndexFlatIP(x.shape[1])
@@ -147,11 +155,11 @@ def run_one(name: str, x: np.ndarray, q: np.ndarray, args) -> dict:
     exact = loaded = None  # free the memory
     got = np.where(got >= 0, order[np.maximum(got, 0)], -1)
     r1 = float(np.mean(got[:, 0] == truth[:, 0]))
-    rk = fx.recall_at(got, truth, k)
+    rk = recall_at(got, truth, k)
     qps_ix, qps_ex = len(q) / t_ix, len(q) / t_ex
     speed = qps_ix / qps_ex
     goal = args.goal_synthetic if name == "synthetic" else args.goal_clustered
-    fits = infos["size_bytes"] <= fx.parse_memory(args.max_memory)
+    fits = infos["size_bytes"] <= parse_memory(args.max_memory)
     ok = rk >= 0.95 and speed >= goal and fits
     print(f"[{name}] same {len(q)}-query batch, k={k}, {args.threads} threads:")
     print(f"[{name}]   exact IndexFlatIP : {qps_ex:10.1f} q/s  ({t_ex:.2f}s)")
@@ -183,7 +191,7 @@ def main() -> None:
 
     faiss.omp_set_num_threads(args.threads)
     print(f"machine: {cpu_name()}, {os.cpu_count()} cpus visible, load average {os.getloadavg()[0]:.1f}, faiss "
-          f"{faiss.__version__} using {args.threads} threads, GPUs seen by faiss: {fx.num_gpus()}")
+          f"{faiss.__version__} using {args.threads} threads, GPUs seen by faiss: {num_gpus()}")
     results = []
     for name in args.data.split(","):
         t0 = time.perf_counter()

@@ -21,9 +21,10 @@ else
   PAIRS=(
     "stages/video/sampling.py|tests/test_video_sampling.py tests/test_sampling_properties.py"
     "stages/retrieval/metrics.py|tests/test_retrieval_metrics.py"
+    "stages/retrieval/pair_ranks.py|tests/test_retrieval_metrics.py"
     "stages/retrieval/conventions.py|tests/test_retrieval_metrics.py tests/test_evaluate_stage.py"
     "stages/backbones/preprocess.py|tests/test_geometry.py tests/test_golden_geometry.py"
-    "stages/tasks.py|tests/test_tasks.py"
+    "stages/contract/tasks.py|tests/test_tasks.py"
   )
 fi
 

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.store import VideoStore, VideoStoreWriter  # noqa: E402
+from stages.features.store import VideoStore, VideoStoreWriter  # noqa: E402
 
 
 def main() -> None:

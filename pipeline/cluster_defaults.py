@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 
 def default_env_setup() -> list[str]:

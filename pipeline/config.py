@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 STAGE_ORDER = ["compress", "extract", "concat", "index", "evaluate"]
 
@@ -298,7 +298,7 @@ def resolve(user: dict, base_dir: Path | None = None, overrides: dict | None = N
 def apply_dataset_preset(cfg: dict, preset: str, user: dict, overrides: dict, base_dir: Path | None) -> dict:
     """Fill dataset keys from configs/datasets/<preset>.yaml; keys the user set win. The preset's relative
     file names (and reader options that name files) are resolved against dataset.root."""
-    from stages.assets import presets_dir
+    from stages.contract.assets import presets_dir
 
     path = presets_dir("datasets") / f"{preset}.yaml"
     if not path.is_file():

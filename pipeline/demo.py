@@ -1,7 +1,7 @@
 """`vtpipe demo`: generate the embedded sample and find the sample pipeline, from the checkout or the wheel.
 
 The generator (data/sample/make_sample.py), its caption file and the sample pipeline preset ship inside the
-installed package (stages.assets), so the demo needs no checkout; the clips are written where the user says
+installed package (stages.contract.assets), so the demo needs no checkout; the clips are written where the user says
 (an installed package's folder may be read-only).
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from stages.assets import presets_dir, require_data
-from stages.errors import ConfigError
+from stages.contract.assets import presets_dir, require_data
+from stages.contract.errors import ConfigError
 
 SAMPLE_PIPELINE = "sample"
 

@@ -1,6 +1,6 @@
 """Executors run a stage's tasks: in this process, in a local process pool, or on a dask cluster.
 
-All of them take the same thing, a list of stages.tasks.Task and the stage's run_task function (importable
+All of them take the same thing, a list of stages.contract.tasks.Task and the stage's run_task function (importable
 by name, so it pickles by reference), and return one outcome per task: a Result or the exception it raised.
 A task that raises is reported, the others go on; the runner decides what a failure means for the run.
 """
@@ -13,8 +13,8 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Sequence
 
-from stages.faults import fault_point
-from stages.tasks import Result, Task, record_task_error, write_manifest
+from stages.contract.faults import fault_point
+from stages.contract.tasks import Result, Task, record_task_error, write_manifest
 
 log = logging.getLogger("vtpipe.executor")
 
@@ -33,6 +33,23 @@ def execute(run_task: Callable[[Task], Result], task: Task) -> Result:
     return result
 
 
+def collect(completed, futs: dict, tasks: Sequence[Task], on_done=None) -> list[Outcome]:
+    """Outcomes in task order from futures met in completion order (`completed`: concurrent.futures' or
+    dask's as_completed; `futs`: future -> task index), calling on_done(task, outcome) as each arrives.
+    A task's exception is its outcome; KeyboardInterrupt is not caught. The pool and dask executors share it;
+    the serial path of LocalExecutor runs `execute` itself and reports the same way."""
+    outcomes: list[Outcome] = [None] * len(tasks)  # type: ignore[list-item]
+    for fut in completed:
+        i = futs[fut]
+        try:
+            outcomes[i] = fut.result()
+        except Exception as e:
+            outcomes[i] = e
+        if on_done:
+            on_done(tasks[i], outcomes[i])
+    return outcomes
+
+
 class LocalExecutor:
     """`workers` <= 1: tasks run one after another in this process. More: a spawn-context process pool
     (GPU tasks still run here, one at a time, so two never share a device by accident)."""
@@ -43,9 +60,9 @@ class LocalExecutor:
         self.workers = max(1, int(workers))
 
     def map(self, run_task: Callable[[Task], Result], tasks: Sequence[Task], on_done=None) -> list[Outcome]:
-        outcomes: list[Outcome] = [None] * len(tasks)  # type: ignore[list-item]
         parallel = self.workers > 1 and len(tasks) > 1 and not any(t.resources.get("GPU") for t in tasks)
         if not parallel:
+            outcomes: list[Outcome] = [None] * len(tasks)  # type: ignore[list-item]
             for i, t in enumerate(tasks):
                 try:
                     outcomes[i] = execute(run_task, t)
@@ -59,15 +76,7 @@ class LocalExecutor:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx) as pool:
             futs = {pool.submit(execute, run_task, t): i for i, t in enumerate(tasks)}
-            for fut in as_completed(futs):
-                i = futs[fut]
-                try:
-                    outcomes[i] = fut.result()
-                except Exception as e:
-                    outcomes[i] = e
-                if on_done:
-                    on_done(tasks[i], outcomes[i])
-        return outcomes
+            return collect(as_completed(futs), futs, tasks, on_done)
 
     def close(self) -> None:
         pass
@@ -118,16 +127,7 @@ class DaskExecutor:
             fut = self.client.submit(execute, run_task, t, key=f"{t.stage}-{t.id}-{t.fingerprint}",
                                      resources=res or None, retries=self.retries, pure=False)
             futs[fut] = i
-        outcomes: list[Outcome] = [None] * len(tasks)  # type: ignore[list-item]
-        for fut in dask_completed(list(futs)):
-            i = futs[fut]
-            try:
-                outcomes[i] = fut.result()
-            except Exception as e:
-                outcomes[i] = e
-            if on_done:
-                on_done(tasks[i], outcomes[i])
-        return outcomes
+        return collect(dask_completed(list(futs)), futs, tasks, on_done)
 
     def close(self) -> None:
         self.client.close()

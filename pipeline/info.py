@@ -10,10 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
-
-from stages.errors import VtpipeError
-from stages.provenance import store_provenance
+from stages.contract.errors import VtpipeError
+from stages.features.provenance import store_provenance
 
 INDEX_KEYS = ("model", "vtpipe_version", "checkpoint_sha256", "random_weights", "sampling", "preprocess", "precision",
               "features", "features_fingerprint", "input_fingerprint", "level", "factory", "vectors", "dim",
@@ -115,22 +113,3 @@ def format_info(entries: list[dict[str, Any]]) -> str:
                 continue
             lines.append(f"  {k}: {_value(v)}")
     return "\n".join(lines)
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.argument("path", metavar="FILE_OR_RUN", type=click.Path(exists=True))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def info(path, as_json):
-    """Where an artifact came from: vtpipe version, model, checkpoint sha256 per file, sampling and
-    preprocessing presets, precision, input fingerprint (and shard fingerprints for merged stores).
-
-    FILE_OR_RUN: a feature store (.h5), an index folder, a metrics.json, or a run directory (every store,
-    index and metrics file in it, and the stage versions of its results)."""
-    import sys
-
-    try:
-        entries = describe(path)
-    except VtpipeError as e:
-        click.secho(f"error: {e}", fg="red", err=True)
-        sys.exit(2)
-    click.echo(json.dumps(entries, indent=2, default=str) if as_json else format_info(entries))

@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 from pipeline.cluster_defaults import site_cluster_config
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 
 def _pool(cluster_cfg: dict, kind: str) -> dict:

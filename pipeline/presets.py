@@ -21,7 +21,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 REQUIRED = ("name", "paper", "reference", "config")
 ALLOWED = (*REQUIRED, "notes")

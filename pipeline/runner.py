@@ -19,9 +19,9 @@ from typing import Callable, Iterator
 
 from pipeline import config as config_mod
 import importlib
-from stages.errors import VtpipeError
-from stages.layout import Layout
-from stages.tasks import Task, clean_stale_temporaries, is_complete, write_text_atomic
+from stages.contract.errors import VtpipeError
+from stages.contract.layout import Layout
+from stages.contract.tasks import Task, clean_stale_temporaries, is_complete, write_text_atomic
 
 log = logging.getLogger("vtpipe")
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import config as config_mod
-from stages.errors import VtpipeError
-from stages.layout import Layout
-from stages.tasks import MANIFEST_DIR, read_manifest, stale_reason
+from stages.contract.errors import VtpipeError
+from stages.contract.layout import Layout
+from stages.contract.tasks import MANIFEST_DIR, read_manifest, stale_reason
 
 
 @dataclass
@@ -25,7 +25,7 @@ class StageStatus:
     failed: int = 0
     stale: int = 0  # finished with another config: needs --overwrite
     outdated: int = 0  # of `done`: finished, but an earlier stage is not (its inputs will change)
-    stale_why: str = ""  # why the first stale task is stale (stages.tasks.stale_reason)
+    stale_why: str = ""  # why the first stale task is stale (stages.contract.tasks.stale_reason)
     videos: int = 0
     seconds: float = 0.0
     reasons: Counter = field(default_factory=Counter)

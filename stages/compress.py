@@ -11,11 +11,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from stages.errors import VtpipeError
-from stages.faults import fault_point
-from stages.layout import Layout
-from stages.tasks import Result, Task, register_stage
-from stages.video.compress import compress_video
+from stages.contract.errors import VtpipeError
+from stages.contract.faults import fault_point
+from stages.contract.layout import Layout
+from stages.contract.tasks import Result, Task, register_stage
+from stages.video.encode import compress_video
 from stages.video.discover import discover_videos
 from stages.video.errors import VideoError
 
@@ -30,7 +30,7 @@ def source_videos(cfg: dict) -> list[tuple[str, Path]]:
     """(id, path) of every input video, sorted by id."""
     src = cfg["input"]["videos"]
     if not src:
-        from stages.errors import ConfigError
+        from stages.contract.errors import ConfigError
 
         raise ConfigError("input.videos is not set: give a folder of videos or a CSV of video paths")
     entries = discover_videos(src, extensions=tuple(cfg["input"]["extensions"]))
@@ -38,8 +38,8 @@ def source_videos(cfg: dict) -> list[tuple[str, Path]]:
 
 
 def source_identities(videos: list[tuple[str, Path]]) -> dict[str, str]:
-    """{video id: content identity} of the input videos (stages.identity; cached)."""
-    from stages.identity import identities
+    """{video id: content identity} of the input videos (stages.features.identity; cached)."""
+    from stages.features.identity import identities
 
     try:
         return dict(zip((v for v, _ in videos), identities([p for _, p in videos])))

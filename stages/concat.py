@@ -14,10 +14,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stages.errors import VtpipeError
-from stages.layout import Layout
-from stages.store import VideoStore, VideoStoreWriter, abandon_h5
-from stages.tasks import Result, Task, atomic_path, fingerprint, load_manifests, register_stage
+from stages.contract.errors import VtpipeError
+from stages.contract.layout import Layout
+from stages.features.store import VideoStore, VideoStoreWriter, abandon_h5
+from stages.contract.tasks import Result, Task, atomic_path, fingerprint, load_manifests, register_stage
 
 STAGE = "concat"
 SPEC = register_stage(STAGE, version=1, neutral={"layout": "flat"})
@@ -83,7 +83,7 @@ def concat_stores(shard_paths: list[str], out: str | Path, dtype: str | None = N
     prepared otherwise (compress settings) are refused. The merged store keeps the shards' provenance and
     adds its own: fingerprint (`fingerprint_`), shard_fingerprints, shard_input_fingerprints, and an
     input_fingerprint over them."""
-    from stages.provenance import MERGE_KEYS
+    from stages.features.provenance import MERGE_KEYS
 
     if not shard_paths:
         raise VtpipeError("nothing to concatenate: no extract shards were found (did `vtpipe extract` run?)")

@@ -19,13 +19,13 @@ import torch
 from stages.backbones.registry import load_model, model_config
 from stages.backbones.text_length import check_max_words, set_max_words
 from stages.datasets.captions import read_captions
-from stages.engine import run_engine
-from stages.errors import ConfigError, VtpipeError
-from stages.faults import fault_point
-from stages.layout import Layout
-from stages.progress import progress_bar
-from stages.store import VideoStoreWriter, write_text_store
-from stages.tasks import Result, Task, atomic_path, fingerprint, register_stage
+from stages.features.engine import run_engine
+from stages.contract.errors import ConfigError, VtpipeError
+from stages.contract.faults import fault_point
+from stages.contract.layout import Layout
+from stages.contract.progress import progress_bar
+from stages.features.store import VideoStoreWriter, write_text_store
+from stages.contract.tasks import Result, Task, atomic_path, fingerprint, register_stage
 
 STAGE = "extract"
 # version: bump when a code change makes the features differ. neutral: params added after version 1 with the
@@ -44,7 +44,7 @@ def input_videos(cfg: dict, layout: Layout) -> list[tuple[str, str]]:
 
 
 def input_videos_with_identity(cfg: dict, layout: Layout) -> list[tuple[str, str, str]]:
-    """(id, path, identity): the identity is the content identity of the source video (stages.identity),
+    """(id, path, identity): the identity is the content identity of the source video (stages.features.identity),
     also when the run compresses it first (the compressed file is then a function of the source and the
     compress settings, which the fingerprint holds as `upstream`), so it is known before compress ran."""
     from stages import compress
@@ -128,7 +128,7 @@ def text_length_params(cfg: dict) -> dict:
 def _model_params(cfg: dict) -> dict:
     """The model as the fingerprint sees it: its name, the sha256 of every weight file it loads (the paths
     are not hashed: a checkpoint copied elsewhere is the same checkpoint)."""
-    from stages.provenance import checkpoint_sha256
+    from stages.features.provenance import checkpoint_sha256
 
     m = cfg["model"]
     w = m["weights"]
@@ -145,7 +145,7 @@ def input_identity(items: list, identity_of: dict[str, str]) -> str:
 
 
 def caption_identity(path: str) -> str:
-    from stages.identity import file_sha256
+    from stages.features.identity import file_sha256
 
     try:
         return "sha256:" + file_sha256(path)
@@ -247,7 +247,7 @@ def _load(task: Task):
 
 
 def _attrs(task: Task, model, device: str, extra: dict | None = None) -> dict:
-    """The store's provenance (see stages.provenance)."""
+    """The store's provenance (see stages.features.provenance)."""
     p = task.params
     random = bool(getattr(model, "random_weights", False))
     return {

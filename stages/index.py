@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 
 from stages import __version__
-from stages import faiss_index as fx
-from stages.errors import VtpipeError
-from stages.layout import Layout
-from stages.provenance import store_fingerprint
-from stages.store import VideoStore
-from stages.tasks import Result, Task, clean_stale_temporaries, register_stage
+from stages.ann.build import DEFAULT_TARGET_RECALL, add_vectors, build, index_order
+from stages.ann.io import IDS_FILE, INDEX_FILE, INFOS_FILE, open_index, read_infos, write_index_dir
+from stages.contract.errors import VtpipeError
+from stages.contract.layout import Layout
+from stages.features.provenance import store_fingerprint
+from stages.features.store import VideoStore
+from stages.contract.tasks import Result, Task, clean_stale_temporaries, register_stage
 
 STAGE = "index"
 SPEC = register_stage(STAGE, version=1, neutral={"tune_queries": None})
@@ -46,7 +47,7 @@ def plan(cfg: dict, layout: Layout, features: Path | None = None) -> list[Task]:
         "metric": ix["metric"],
         "max_memory": ix["max_memory"],
         "level": ix["level"],
-        "target_recall": float(ix.get("target_recall", fx.DEFAULT_TARGET_RECALL)),
+        "target_recall": float(ix.get("target_recall", DEFAULT_TARGET_RECALL)),
         "k": int(ix.get("k", 10)),
         "tune_queries": ix.get("tune_queries"),
         "build_budget": ix.get("build_budget"),
@@ -114,7 +115,7 @@ def _open_store(path: str | Path) -> VideoStore:
 
 def build_from_store(features: str | Path, out_dir: str | Path, index: str = "auto", metric: str = "ip",
                      level: str = "video", max_memory: str | int = "4G",
-                     target_recall: float = fx.DEFAULT_TARGET_RECALL, k: int = 10, batch: int = 65536,
+                     target_recall: float = DEFAULT_TARGET_RECALL, k: int = 10, batch: int = 65536,
                      device: str = "auto", seed: int = 0, tune_queries: str | Path | None = None,
                      build_budget: float | None = None) -> dict[str, Any]:
     """Build an index folder from a feature store; returns index_infos (also written to the folder).
@@ -135,11 +136,11 @@ def build_from_store(features: str | Path, out_dir: str | Path, index: str = "au
         if queries is not None and queries[0] and store.model and queries[0] != store.model:
             raise VtpipeError(f"tuning queries {tune_queries} come from model {queries[0]!r}, the features from "
                               f"{store.model!r}")
-        ix, infos = fx.build(src, factory=index, metric=metric, max_memory=max_memory, target_recall=target_recall,
+        ix, infos = build(src, factory=index, metric=metric, max_memory=max_memory, target_recall=target_recall,
                              k=k, seed=seed, batch=batch, device=device, where=where,
                              queries=None if queries is None else queries[1], build_budget_s=build_budget)
         ids = src.ids()
-        ids = [ids[int(r)] for r in fx.index_order(len(ids), infos)]  # held-out rows were added last
+        ids = [ids[int(r)] for r in index_order(len(ids), infos)]  # held-out rows were added last
         infos.update({
             "model": store.model,
             "level": level,
@@ -154,11 +155,11 @@ def build_from_store(features: str | Path, out_dir: str | Path, index: str = "au
             "total_seconds": round(time.perf_counter() - t0, 3),
         })
     clean_stale_temporaries(out_dir)
-    return fx.write_index_dir(out_dir, ix, ids, infos)
+    return write_index_dir(out_dir, ix, ids, infos)
 
 
 def _text_queries(path: str | Path) -> tuple[str, np.ndarray]:
-    from stages.store import TextStore
+    from stages.features.store import TextStore
 
     with TextStore(path) as ts:
         if len(ts) == 0:
@@ -177,8 +178,8 @@ def run_task(task: Task) -> Result:
     summary = {key: infos.get(key) for key in (
         "factory", "device", "vectors", "dim", "search_params", "recall_at_1", "recall_at_10", "queries_per_s",
         "exact_queries_per_s", "size_bytes", "build_seconds", "target_reached")}
-    return Result(task.id, outputs={"index": str(out_dir / fx.INDEX_FILE), "ids": str(out_dir / fx.IDS_FILE),
-                                    "infos": str(out_dir / fx.INFOS_FILE)},
+    return Result(task.id, outputs={"index": str(out_dir / INDEX_FILE), "ids": str(out_dir / IDS_FILE),
+                                    "infos": str(out_dir / INFOS_FILE)},
                   counts={"vectors": int(infos["vectors"])}, info=summary, seconds=time.perf_counter() - t0)
 
 
@@ -189,7 +190,7 @@ def add_store(index_dir: str | Path, features: str | Path, batch: int = 65536) -
     many vectors. Rebuild when the gallery has grown a lot.
     """
     index_dir = Path(index_dir)
-    infos = fx.read_infos(index_dir)
+    infos = read_infos(index_dir)
     with _open_store(features) as store:
         if infos.get("model") and store.model != infos["model"]:
             raise VtpipeError(f"{features} holds features of model {store.model!r}, the index at {index_dir} was "
@@ -205,24 +206,24 @@ def add_store(index_dir: str | Path, features: str | Path, batch: int = 65536) -
         src = StoreVectors(store, level)
         if src.n == 0:
             raise VtpipeError(f"{features} holds no vectors to add")
-        opened = fx.open_index(index_dir)
+        opened = open_index(index_dir)
         new_ids = src.ids()
         if level == "video":
             dup = set(opened.ids) & set(new_ids)
             if dup:
                 raise VtpipeError(f"{len(dup)} video id(s) of {features} are already in the index "
                                   f"(e.g. {sorted(dup)[0]!r}); nothing was added")
-        added = fx.add_vectors(opened.index, src, infos["metric"], batch=batch, where=str(features))
+        added = add_vectors(opened.index, src, infos["metric"], batch=batch, where=str(features))
         infos = {**infos, "vectors": int(opened.index.ntotal),
                  "vectors_at_measurement": infos.get("vectors_at_measurement", infos["vectors"]),
                  "additions": infos.get("additions", []) + [{"features": str(features), "vectors": added}]}
         infos.pop("files", None)
-    return fx.write_index_dir(index_dir, opened.index, opened.ids + new_ids, infos)
+    return write_index_dir(index_dir, opened.index, opened.ids + new_ids, infos)
 
 
 def video_queries(index_dir: str | Path, features: str | Path, video_ids: list[str]) -> np.ndarray:
     """Pooled vectors of some videos of a store, as queries for an index (checks the store's model)."""
-    infos = fx.read_infos(index_dir)
+    infos = read_infos(index_dir)
     with _open_store(features) as store:
         if infos.get("model") and store.model != infos["model"]:
             raise VtpipeError(f"{features} holds features of model {store.model!r}, the index was built from "
@@ -241,7 +242,3 @@ def infos_store_path(index_dir: str | Path, infos: dict) -> str:
         if p.is_file():
             return str(p)
     return str(infos.get("features", ""))
-
-
-def read_infos(index_dir: Path) -> dict:
-    return fx.read_infos(index_dir)

@@ -8,7 +8,7 @@ import torch
 
 import backbone_checkpoints as bc
 from stages.backbones.registry import load_model, model_config
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -9,7 +9,7 @@ import torch
 import backbone_checkpoints as bc
 from stages.backbones.clip4clip import token_wise_scores
 from stages.backbones.registry import load_model, model_config
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 W = bc.TINY_C4C_ARCH["embed_dim"]

@@ -13,7 +13,7 @@ from stages.backbones.c3d import C3D
 from stages.backbones.distilbert import DistilBert, DistilBertConfig, WordPieceTokenizer, basic_tokenize
 from stages.backbones.locvtp import LocVTPNet, ProjectionHead
 from stages.backbones.registry import load_model, model_config
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -9,7 +9,7 @@ import torch
 import backbone_checkpoints as bc
 from stages.backbones.registry import load_model, model_config
 from stages.backbones.s3d import S3DG, max_pool_same
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 WORDS = ["a", "dog", "runs", "on", "the", "beach", "man", "cuts", "onion", "Dog", "it's"]

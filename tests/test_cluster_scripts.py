@@ -13,7 +13,7 @@ from conftest import run_cli
 from pipeline.cluster_defaults import resolve_gpus, site_cluster_config
 from pipeline.config import resolve
 from pipeline.jobqueue import job_summary, jobqueue_cluster, sbatch_script
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 CLUSTER = {"queue": "batch", "account": "proj42", "walltime": "02:30:00", "lifetime": "2h20m",
            "env_setup": ["source /opt/venv/bin/activate"], "extra_directives": ["--constraint=a100"],

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.config import DEFAULTS, load_pipeline, parse_overrides, resolve
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 
 def test_defaults_resolve():

@@ -8,9 +8,9 @@ import json
 
 import backbone_checkpoints as bc
 from conftest import REPO, run_cli
-from stages.crosstask import crosstask_vt_twins
+from stages.recognition.segment_accuracy import crosstask_vt_twins
 from stages.datasets.captions import read_captions
-from stages.store import TextStore, VideoStore
+from stages.features.store import TextStore, VideoStore
 from video_factory import make_counter_video
 
 DATA = REPO / "tests/data/crosstask_release"

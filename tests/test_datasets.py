@@ -12,7 +12,7 @@ import pytest
 from stages.datasets import CAPTION_FORMATS, read_action_split, read_captions, read_crosstask_segments
 from stages.datasets.common import parse_hms, read_id_list, strip_video_ext
 from stages.datasets.crosstask import read_crosstask_tasks
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 DATA = Path(__file__).parent / "data"
 
@@ -492,7 +492,7 @@ def test_dataset_presets_match_the_readers(preset):
 
 
 def prompt_ok(template: str) -> bool:
-    from stages.recognition import prompt_classnames
+    from stages.recognition.action import prompt_classnames
 
     return prompt_classnames(["ApplyEyeMakeup"], template) == ["a video of a person apply eye makeup."]
 

@@ -8,7 +8,7 @@ import torch
 
 import backbone_checkpoints as bc
 from stages.backbones.registry import load_model
-from stages.engine import run_engine
+from stages.features.engine import run_engine
 from video_factory import make_counter_video
 
 
@@ -98,8 +98,8 @@ def test_caption_batches_of_different_token_lengths_join(tiny_configs, tmp_path)
     """Token features of caption batches padded to their own longest caption are joined into one store."""
     from pipeline.config import resolve
     from stages import extract
-    from stages.layout import Layout
-    from stages.store import TextStore
+    from stages.contract.layout import Layout
+    from stages.features.store import TextStore
 
     caps = tmp_path / "caps.csv"
     sentences = ["a", "a dog runs on the beach today", "two", "a much longer caption with many more words in it", "b"]

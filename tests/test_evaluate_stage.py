@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, run_cli
 from stages.backbones.registry import load_model
 from stages.retrieval import evaluate_retrieval
-from stages.store import VideoStoreWriter, write_text_store
+from stages.features.store import VideoStoreWriter, write_text_store
 
 
 def video_store(path, ids, clip_feats, model="shapes-tiny"):
@@ -261,7 +261,7 @@ def test_training_videos_are_extracted_as_the_v2t_bank(tmp_path):
     with a bank; concat places its store where evaluate looks for the v2t bank."""
     from pipeline.config import resolve
     from stages import concat, extract
-    from stages.layout import Layout
+    from stages.contract.layout import Layout
 
     for folder, names in (("test", ["t1", "t2"]), ("all", ["t1", "v1", "v2", "v3"])):
         (tmp_path / folder).mkdir()

@@ -112,7 +112,7 @@ def test_decoding_in_process_equals_decode_workers(small_sample):
     import numpy as np
 
     from stages.backbones.registry import load_model, model_config
-    from stages.engine import run_engine
+    from stages.features.engine import run_engine
 
     model = load_model("shapes-tiny", allow_random=True)
     videos = [(p.stem, str(p)) for p in sorted(small_sample["videos"].glob("*.mp4"))[:3]]

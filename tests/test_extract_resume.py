@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from stages.store import VideoStore
+from stages.features.store import VideoStore
 
 DATASETS = ("ids", "offsets", "unit_features", "unit_times_s", "unit_mask", "pooled")
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 from stages.backbones.preprocess import CLIP_MEAN, CLIP_STD, Preprocess, center_crop_offsets, resized_size
 from stages.backbones.registry import load_model, model_config
-from stages.engine import decoder_resize
-from stages.errors import ConfigError
-from stages.video.compress import compress_video, filter_chain
+from stages.features.engine import decoder_resize
+from stages.contract.errors import ConfigError
+from stages.video.encode import compress_video, filter_chain
 from stages.video.decode import read_video
 from stages.video.ffmpeg import find_ffmpeg
 from stages.video.probe import probe_video, short_side_size
@@ -189,7 +189,7 @@ def test_vtpipe_models_lists_every_protocol():
 def test_model_protocol_reaches_the_extract_plan_and_changes_its_fingerprint():
     from pipeline import config as config_mod
     from stages import extract
-    from stages.layout import Layout
+    from stages.contract.layout import Layout
 
     def plan(protocol, amp="auto"):
         cfg = config_mod.resolve({"stages": ["extract"], "input": {"videos": str(GOLDEN_VIDEOS)},

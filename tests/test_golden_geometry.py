@@ -19,7 +19,7 @@ import pytest
 
 from stages.backbones.checkpoints import preprocess_from_config
 from stages.backbones.registry import model_config
-from stages.engine import _VideoDataset
+from stages.features.engine import _VideoDataset
 
 GOLDEN = Path(__file__).parent / "golden"
 META = json.loads((GOLDEN / "geometry.json").read_text())

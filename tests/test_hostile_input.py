@@ -23,9 +23,9 @@ from pipeline import config as config_mod
 from pipeline.executors import LocalExecutor
 from pipeline.runner import plan_stage, run_stage
 from stages.datasets.captions import read_captions
-from stages.errors import ConfigError, VtpipeError
-from stages.layout import Layout
-from stages.store import VideoStoreWriter, write_text_store
+from stages.contract.errors import ConfigError, VtpipeError
+from stages.contract.layout import Layout
+from stages.features.store import VideoStoreWriter, write_text_store
 from stages.video.discover import discover_videos
 
 MODEL = "shapes-tiny"

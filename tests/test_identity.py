@@ -8,9 +8,7 @@ import shutil
 
 import pytest
 
-from stages import identity
-
-
+from stages.features import identity
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VTPIPE_CACHE_DIR", str(tmp_path / "cache"))

@@ -8,13 +8,25 @@ import h5py
 import numpy as np
 import pytest
 
-from stages import faiss_index as fx
+from stages.ann.budget import nlist_for, parse_memory
+
+from stages.ann.build import build, index_order
+
+from stages.ann.candidates import Candidate, candidates
+
+from stages.ann.io import load_index, open_index, search
+
+from stages.ann.measure import recall_at
+
+from stages.ann.params import knob as search_knob
+
+from stages.ann.vectors import ArrayVectors
 from stages import index as index_stage
 from stages.ann import build as build_mod
 from stages.ann import choose as choose_mod
 from stages.ann import gpu as gpu_mod
-from stages.errors import VtpipeError
-from stages.store import VideoStoreWriter
+from stages.contract.errors import VtpipeError
+from stages.features.store import VideoStoreWriter
 
 D = 32
 
@@ -41,7 +53,7 @@ def normalise(x):
 
 def source_rows(got, infos):
     """Index rows -> source rows (the held-out tuning rows join the index last)."""
-    order = fx.index_order(infos["vectors"], infos)
+    order = index_order(infos["vectors"], infos)
     return np.where(got >= 0, order[np.maximum(got, 0)], -1)
 
 
@@ -80,35 +92,35 @@ HNSW_PAIR = ["HNSW32", "HNSW32 efConstruction=16"]
     (5_000, 64, "200K", ["OPQ32,IVF128,PQ32x4"]),  # too few vectors for 8-bit codebooks
 ])
 def test_candidates_within_the_budget(n, d, budget, expected):
-    cands, over = fx.candidates(n, d, budget)
+    cands, over = candidates(n, d, budget)
     assert [c.label for c in cands] == expected
     for c in cands:
-        assert c.estimated_bytes <= fx.parse_memory(budget)
+        assert c.estimated_bytes <= parse_memory(budget)
         faiss.index_factory(d, c.factory(), faiss.METRIC_INNER_PRODUCT)  # FAISS accepts what we propose
-    assert all(o["estimated_bytes"] > fx.parse_memory(budget) and "over max_memory" in o["why"] for o in over)
+    assert all(o["estimated_bytes"] > parse_memory(budget) and "over max_memory" in o["why"] for o in over)
     if budget == "300M":
         assert "HNSW32" in [o["factory"] for o in over]
 
 
 def test_candidates_refuse_impossible_budget_and_bad_sizes():
     with pytest.raises(VtpipeError, match="max-memory"):
-        fx.candidates(10_000_000, 512, "10M")
+        candidates(10_000_000, 512, "10M")
     with pytest.raises(VtpipeError, match="0 vectors"):
-        fx.candidates(0, 512, "4G")
-    assert fx.parse_memory("4G") == 4 * 2**30 and fx.parse_memory("512M") == 512 * 2**20
-    assert fx.parse_memory("1.5GB") == int(1.5 * 2**30) and fx.parse_memory(1000) == 1000
+        candidates(0, 512, "4G")
+    assert parse_memory("4G") == 4 * 2**30 and parse_memory("512M") == 512 * 2**20
+    assert parse_memory("1.5GB") == int(1.5 * 2**30) and parse_memory(1000) == 1000
     with pytest.raises(VtpipeError, match="memory size"):
-        fx.parse_memory("lots")
-    assert fx.nlist_for(1_000_000) == 2048 and fx.nlist_for(100) == 2  # >= 39 training points per list
+        parse_memory("lots")
+    assert nlist_for(1_000_000) == 2048 and nlist_for(100) == 2  # >= 39 training points per list
 
 
 def test_cost_model_carries_trial_figures_to_full_size():
     """Hand-worked: HNSW cost ~ log n; IVF cost ~ nlist + nprobe n / nlist; exact ~ n."""
-    hnsw = fx.Candidate("HNSW32", "hnsw", 0)
+    hnsw = Candidate("HNSW32", "hnsw", 0)
     fig = {"queries_per_s": 1000.0, "train_seconds": 0.0, "add_seconds": 10.0}
     qps, build_s = choose_mod.predict(hnsw, fig, 10_000, 1_000_000)
     assert qps == pytest.approx(1000 * 4 / 6) and build_s == pytest.approx(10 * 100 * 6 / 4)
-    ivf = fx.Candidate("IVF{nlist},Flat", "ivf", 0, nlist=2048)
+    ivf = Candidate("IVF{nlist},Flat", "ivf", 0, nlist=2048)
     fig = {"queries_per_s": 1000.0, "train_seconds": 2.0, "add_seconds": 1.0, "nlist": 256,
            "search_params": {"nprobe": 16}}
     qps, build_s = choose_mod.predict(ivf, fig, 20_000, 1_000_000)
@@ -117,7 +129,7 @@ def test_cost_model_carries_trial_figures_to_full_size():
     train_ratio = (81920 * 2048) / (20_000 * 256)  # 40 points per list; the sample has 20k
     assert build_s == pytest.approx(2.0 * train_ratio + 1.0 * 50 * 8)
     assert choose_mod.trial_nlist(ivf, 20_000, 1_000_000) == 256
-    assert choose_mod.trial_nlist(fx.Candidate("IVF{nlist}_HNSW32,Flat", "ivf", 0, nlist=8192), 20_000,
+    assert choose_mod.trial_nlist(Candidate("IVF{nlist}_HNSW32,Flat", "ivf", 0, nlist=8192), 20_000,
                                   1_000_000) == 512  # 4x the lists, capped at >= 39 points per list
 
 
@@ -131,14 +143,14 @@ def synthetic(nb=20_000, d=64, nq=500):
 
 def _auto(x, **kw):
     kw = {"max_memory": "4G", "trial_size": 5000, "flat_max": 5000, "n_tune": 300, "n_eval": 500, **kw}
-    return fx.build(fx.ArrayVectors(x), "auto", "ip", kw.pop("max_memory"), **kw)
+    return build(ArrayVectors(x), "auto", "ip", kw.pop("max_memory"), **kw)
 
 
 def test_auto_choice_trials_every_candidate_and_picks_the_fastest_that_reaches_the_target():
     xb, xq = synthetic()
     ix, infos = _auto(xb)
     trials = infos["choice"]["trials"]
-    labels = [c.label for c in fx.candidates(len(xb), xb.shape[1], "4G", flat_max=5000)[0]]
+    labels = [c.label for c in candidates(len(xb), xb.shape[1], "4G", flat_max=5000)[0]]
     assert [t["factory"] for t in trials] == labels and len(trials) >= 4
     for t in trials:
         for key in ("recall", "queries_per_s", "speedup_vs_exact", "predicted_queries_per_s",
@@ -153,12 +165,12 @@ def test_auto_choice_trials_every_candidate_and_picks_the_fastest_that_reaches_t
     if best[0] is not won[0]:  # the full-size check preferred the anchor, measured on all the data
         assert won[0]["factory"] == check["anchor"] and check["predicted"] == best[0]["factory"]
     assert "highest predicted queries/s" in infos["choice_reason"] and infos["target_reached"]
-    assert infos["choice"]["trial_vectors"] == 5000 and infos["estimated_bytes"] <= fx.parse_memory("4G")
+    assert infos["choice"]["trial_vectors"] == 5000 and infos["estimated_bytes"] <= parse_memory("4G")
     # the dataset's own queries (not gallery rows, not seen by the choice) against exact search
     q = normalise(xq).astype(np.float32)
     _, got = ix.search(q, 10)
     truth = exact_topk(xb, xq, 10)
-    assert fx.recall_at(source_rows(got, infos), truth, 10) >= 0.93
+    assert recall_at(source_rows(got, infos), truth, 10) >= 0.93
 
 
 def test_auto_choice_respects_the_build_budget_and_the_memory_budget():
@@ -192,23 +204,23 @@ def test_index_types_recall_vs_exact(factory, bound, monkeypatch):
     monkeypatch.setattr(build_mod, "OPQ_NITER", 4)  # keep the OPQ test quick
     both = clustered(5300)
     x, q = both[:5000], both[5000:]  # queries: same clusters, points not in the index
-    ix, infos = fx.build(fx.ArrayVectors(x), factory, "ip", "4G", n_tune=300, n_eval=500)
+    ix, infos = build(ArrayVectors(x), factory, "ip", "4G", n_tune=300, n_eval=500)
     assert infos["factory"] == factory and infos["vectors"] == 5000 and infos["device"] == "cpu"
     assert 0 <= infos["recall_at_10"] <= 1 and infos["queries_per_s"] > 0 and infos["exact_queries_per_s"] > 0
     _, got = ix.search(normalise(q).astype(np.float32), 10)
     truth = exact_topk(x, q, 10)
-    recall = fx.recall_at(source_rows(got, infos), truth, 10)
+    recall = recall_at(source_rows(got, infos), truth, 10)
     assert recall >= bound, (factory, recall, infos["search_params"])
     if bound >= 0.9:
         assert infos["target_reached"] and infos["recall_at_10"] >= 0.9
-    knob = fx.knob(ix)
+    knob = search_knob(ix)
     if knob:
         assert knob[0] in infos["search_params"] and infos["tuning_curve"]
 
 
 def test_tuning_picks_the_smallest_setting_that_reaches_the_target():
     x = clustered(5000)
-    _, infos = fx.build(fx.ArrayVectors(x), "IVF64,Flat", "ip", "4G", target_recall=0.95)
+    _, infos = build(ArrayVectors(x), "IVF64,Flat", "ip", "4G", target_recall=0.95)
     nprobe = infos["search_params"]["nprobe"]
     curve = {c["nprobe"]: c["recall_at_10"] - 2 * c["stderr"] for c in infos["tuning_curve"]}
     assert curve[nprobe] >= 0.95
@@ -221,20 +233,20 @@ def test_external_tuning_queries(tmp_path):
     x = clustered(5000)
     rng = np.random.default_rng(3)
     shifted = clustered(800, seed=0)[rng.permutation(800)] + 0.6 * rng.standard_normal((800, D)).astype(np.float32)
-    _, own = fx.build(fx.ArrayVectors(x), "IVF64,Flat", "ip", "4G")
-    ix, ext = fx.build(fx.ArrayVectors(x), "IVF64,Flat", "ip", "4G", queries=shifted)
+    _, own = build(ArrayVectors(x), "IVF64,Flat", "ip", "4G")
+    ix, ext = build(ArrayVectors(x), "IVF64,Flat", "ip", "4G", queries=shifted)
     assert ext["query_source"] == "external" and ext["target_reached"]
     assert ext["search_params"]["nprobe"] >= own["search_params"]["nprobe"]
     truth = exact_topk(x, shifted[:200], 10)
     _, got = ix.search(normalise(shifted[:200]).astype(np.float32), 10)
-    assert fx.recall_at(source_rows(got, ext), truth, 10) >= 0.9
+    assert recall_at(source_rows(got, ext), truth, 10) >= 0.9
     with pytest.raises(VtpipeError, match="tuning queries have shape"):
-        fx.build(fx.ArrayVectors(x), "Flat", "ip", "4G", queries=shifted[:, :8])
+        build(ArrayVectors(x), "Flat", "ip", "4G", queries=shifted[:, :8])
 
 
 def test_l2_metric_is_not_normalised():
     x = clustered(3000) * 3.0
-    ix, infos = fx.build(fx.ArrayVectors(x), "Flat", "l2", "4G")
+    ix, infos = build(ArrayVectors(x), "Flat", "l2", "4G")
     assert infos["metric"] == "l2" and not infos["normalised"] and infos["recall_at_10"] == 1.0
     np.testing.assert_allclose(ix.reconstruct(0), x[0], rtol=1e-6)
 
@@ -246,7 +258,7 @@ def _cfg(index="auto", level="video", metric="ip", max_memory="4G"):
 
 
 def _layout(tmp_path):
-    from stages.layout import Layout
+    from stages.contract.layout import Layout
     return Layout.custom(tmp_path / "run", index_dir=tmp_path / "ix")
 
 
@@ -274,14 +286,14 @@ def test_round_trip_applies_tuned_params(tmp_path, factory, knob):
     infos = index_stage.build_from_store(store, tmp_path / "ix", index=factory)
     value = infos["search_params"][knob]
     assert value > 1 or knob == "nprobe"
-    ix = fx.load_index(tmp_path / "ix")
+    ix = load_index(tmp_path / "ix")
     if knob == "nprobe":
         assert faiss.extract_index_ivf(ix).nprobe == value
     else:
         assert faiss.downcast_index(ix).hnsw.efSearch == value
-    assert fx.load_index(tmp_path / "ix" / "video.faiss").ntotal == 3000  # the CLI's file path works too
+    assert load_index(tmp_path / "ix" / "video.faiss").ntotal == 3000  # the CLI's file path works too
     # search(): normalises queries, maps rows to ids, agrees with the index
-    scores, ids = fx.search(tmp_path / "ix", x[:5] * 7.0, k=4)
+    scores, ids = search(tmp_path / "ix", x[:5] * 7.0, k=4)
     assert scores.shape == (5, 4) and [row[0] for row in ids] == [f"vid{i:05d}" for i in range(5)]
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-4)  # cosine of a vector with itself
     _, direct = ix.search(normalise(x[:5]).astype(np.float32), 4)
@@ -291,7 +303,7 @@ def test_round_trip_applies_tuned_params(tmp_path, factory, knob):
 def test_search_pads_when_k_exceeds_gallery(tmp_path):
     store = write_store(tmp_path / "s.h5", clustered(6))
     index_stage.build_from_store(store, tmp_path / "ix")
-    scores, ids = fx.search(tmp_path / "ix", clustered(2, seed=3), k=10)
+    scores, ids = search(tmp_path / "ix", clustered(2, seed=3), k=10)
     assert scores.shape == (2, 10) and all(len(r) == 10 for r in ids)
     assert all(r[6:] == [None] * 4 for r in ids) and np.isneginf(scores[:, 6:]).all()
 
@@ -314,10 +326,10 @@ def test_unit_level_id_map(tmp_path):
     infos = index_stage.build_from_store(store, tmp_path / "ix", level="unit")
     ids = json.loads((tmp_path / "ix" / "ids.json").read_text())
     assert infos["vectors"] == len(expected) == 160 and infos["level"] == "unit"
-    order = fx.index_order(160, infos)  # index row -> store row (held-out tuning rows were added last)
+    order = index_order(160, infos)  # index row -> store row (held-out tuning rows were added last)
     assert ids == [[expected[r][0], expected[r][1]] for r in order]
     q = np.stack([e[2] for e in expected])
-    _, got = fx.search(tmp_path / "ix", q, k=1)
+    _, got = search(tmp_path / "ix", q, k=1)
     assert [g[0] for g in got] == [[v, t] for v, t, _ in expected]
 
 
@@ -332,7 +344,7 @@ def test_add_store_appends_and_checks(tmp_path):
     index_stage.build_from_store(a, tmp_path / "ix", index="IVF16,Flat")
     infos = index_stage.add_store(tmp_path / "ix", b)
     assert infos["vectors"] == 1200 and infos["vectors_at_measurement"] == 1000
-    _, ids = fx.search(tmp_path / "ix", x[1000:1003], k=1)
+    _, ids = search(tmp_path / "ix", x[1000:1003], k=1)
     assert [r[0] for r in ids] == ["new0", "new1", "new2"]
     with pytest.raises(VtpipeError, match="already in the index"):
         index_stage.add_store(tmp_path / "ix", b)
@@ -371,18 +383,18 @@ def test_dimension_and_model_mismatch(tmp_path):
     with pytest.raises(VtpipeError, match="dimension 16, the index .* has 32"):
         index_stage.add_store(tmp_path / "ix", other_dim)
     with pytest.raises(VtpipeError, match=r"queries have shape \(2, 16\).*\[Q, 32\]"):
-        fx.search(tmp_path / "ix", clustered(2, d=16), k=3)
+        search(tmp_path / "ix", clustered(2, d=16), k=3)
     other_model = write_store(tmp_path / "o.h5", clustered(50), model="other")
     with pytest.raises(VtpipeError, match="model 'other'.*built from 'm'"):
         index_stage.add_store(tmp_path / "ix", other_model)
     with pytest.raises(VtpipeError, match="model 'other'"):
         index_stage.video_queries(tmp_path / "ix", other_model, ["vid00000"])
     with pytest.raises(VtpipeError, match="from model 'other'"):
-        fx.search(tmp_path / "ix", clustered(2), k=3, model="other")
+        search(tmp_path / "ix", clustered(2), k=3, model="other")
     with pytest.raises(VtpipeError, match="NaN"):
-        fx.search(tmp_path / "ix", np.full((1, D), np.nan, np.float32), k=3)
+        search(tmp_path / "ix", np.full((1, D), np.nan, np.float32), k=3)
     q = index_stage.video_queries(tmp_path / "ix", tmp_path / "s.h5", ["vid00004"])
-    assert fx.search(tmp_path / "ix", q, k=1)[1] == [["vid00004"]]
+    assert search(tmp_path / "ix", q, k=1)[1] == [["vid00004"]]
 
 
 def test_bad_factory_and_torn_folders(tmp_path):
@@ -393,12 +405,12 @@ def test_bad_factory_and_torn_folders(tmp_path):
     ids_path = tmp_path / "ix" / "ids.json"
     ids_path.write_text(ids_path.read_text()[:-1] + ',"extra"]')  # as if another build's ids landed
     with pytest.raises(VtpipeError, match="mixes two builds"):
-        fx.load_index(tmp_path / "ix")
+        load_index(tmp_path / "ix")
     (tmp_path / "ix" / "index_infos.json").unlink()
     with pytest.raises(VtpipeError, match="interrupted"):
-        fx.open_index(tmp_path / "ix")
+        open_index(tmp_path / "ix")
     with pytest.raises(VtpipeError, match="no index"):
-        fx.load_index(tmp_path / "nothing")
+        load_index(tmp_path / "nothing")
 
 
 # ---- GPU: the path is taken when FAISS sees GPUs, and falls back to CPU --------------------------------------
@@ -406,9 +418,9 @@ def test_gpu_failure_falls_back_to_cpu_with_the_same_recall(monkeypatch):
     """Pretend FAISS sees a GPU: the real clone onto GPUs (this faiss has none) fails, the build falls back
     to the CPU and gives the same index and recall as a CPU build."""
     x = clustered(2000)
-    cpu_ix, cpu = fx.build(fx.ArrayVectors(x), "IVF16,Flat", "ip", "4G", device="cpu")
+    cpu_ix, cpu = build(ArrayVectors(x), "IVF16,Flat", "ip", "4G", device="cpu")
     monkeypatch.setattr(gpu_mod, "num_gpus", lambda: 1)
-    ix, infos = fx.build(fx.ArrayVectors(x), "IVF16,Flat", "ip", "4G")
+    ix, infos = build(ArrayVectors(x), "IVF16,Flat", "ip", "4G")
     assert infos["device"] == "cpu" and infos["gpus"] == 1 and "GPU build failed" in infos["gpu_fallback"]
     assert "sees no GPU" in infos["gpu_fallback"]
     assert cpu["device"] == "cpu" and cpu["gpus"] == 0 and cpu["gpu_fallback"] is None
@@ -416,10 +428,10 @@ def test_gpu_failure_falls_back_to_cpu_with_the_same_recall(monkeypatch):
         assert infos[key] == cpu[key]
     q = normalise(clustered(200, seed=9)).astype(np.float32)
     assert np.array_equal(ix.search(q, 10)[1], cpu_ix.search(q, 10)[1])
-    _, infos = fx.build(fx.ArrayVectors(x), "HNSW16", "ip", "4G")
+    _, infos = build(ArrayVectors(x), "HNSW16", "ip", "4G")
     assert infos["device"] == "cpu" and "HNSW" in infos["gpu_fallback"]
     with pytest.raises(VtpipeError, match="GPU build of 'IVF16,Flat' failed"):
-        fx.build(fx.ArrayVectors(x), "IVF16,Flat", "ip", "4G", device="gpu")
+        build(ArrayVectors(x), "IVF16,Flat", "ip", "4G", device="gpu")
 
 
 def test_gpu_branch_with_a_stand_in(monkeypatch):
@@ -427,8 +439,8 @@ def test_gpu_branch_with_a_stand_in(monkeypatch):
     monkeypatch.setattr(gpu_mod, "num_gpus", lambda: 1)
     monkeypatch.setattr(gpu_mod, "to_gpu", lambda index: index)
     monkeypatch.setattr(gpu_mod, "to_cpu", lambda index: index)
-    ix, infos = fx.build(fx.ArrayVectors(clustered(2000)), "IVF16,Flat", "ip", "4G")
+    ix, infos = build(ArrayVectors(clustered(2000)), "IVF16,Flat", "ip", "4G")
     assert infos["device"] == "gpu" and infos["gpu_fallback"] is None and ix.ntotal == 2000
     with pytest.raises(VtpipeError, match="no GPU"):
         monkeypatch.setattr(gpu_mod, "num_gpus", lambda: 0)
-        fx.build(fx.ArrayVectors(clustered(100)), "Flat", "ip", "4G", device="gpu")
+        build(ArrayVectors(clustered(100)), "Flat", "ip", "4G", device="gpu")

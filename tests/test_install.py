@@ -16,9 +16,9 @@ from click.testing import CliRunner
 import pipeline
 import stages
 from pipeline.cli import main
-from stages import assets
+from stages.contract import assets
 from stages.backbones.registry import list_models, model_config
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def test_flag_check_catches_wrong_forms():
 
 # ---- pipeline presets by name (a wheel user has no configs/ folder to point at) -----------------------------------
 def test_run_takes_a_shipped_pipeline_preset_by_name(tmp_path, monkeypatch):
-    from pipeline.cli import PipelineFile
+    from pipeline.cli.common import PipelineFile
 
     monkeypatch.chdir(tmp_path)
     assert PipelineFile().convert("sample", None, None) == str(REPO / "configs" / "pipelines" / "sample.yaml")

@@ -9,7 +9,7 @@ import pytest
 
 import backbone_checkpoints as bc
 from conftest import run_cli
-from stages.store import VideoStore
+from stages.features.store import VideoStore
 from video_factory import make_counter_video
 
 
@@ -63,7 +63,7 @@ def test_extract_locvtp_and_export_original_layout(tmp_path):
 
 def test_locvtp_stem_collision_is_refused_before_writing(tmp_path):
     from stages.concat import export_locvtp, locvtp_keys
-    from stages.errors import VtpipeError
+    from stages.contract.errors import VtpipeError
 
     assert locvtp_keys(["train/v_a", "val/v_b", "v_c"]) == {"train/v_a": "v_a", "val/v_b": "v_b", "v_c": "v_c"}
     assert locvtp_keys(["train/v_a"], "path") == {"train/v_a": "train/v_a"}
@@ -71,7 +71,7 @@ def test_locvtp_stem_collision_is_refused_before_writing(tmp_path):
         locvtp_keys(["train/v_a", "val/v_a"])
     with pytest.raises(VtpipeError, match="locvtp_ids"):
         locvtp_keys(["x"], "basename")
-    from stages.store import VideoStoreWriter
+    from stages.features.store import VideoStoreWriter
 
     store = tmp_path / "s.h5"
     w = VideoStoreWriter(store, 4, {"model": "m"})

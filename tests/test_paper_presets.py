@@ -19,7 +19,7 @@ from conftest import REPO, run_cli
 from pipeline import config as config_mod
 from pipeline.presets import layer_under, list_presets, load_preset
 from stages.backbones.registry import model_config
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 GOLDEN = json.loads((REPO / "tests/golden/paper_presets.json").read_text())
 PRESETS = {p.name: p for p in list_presets()}

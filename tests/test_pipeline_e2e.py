@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from stages.store import TextStore, VideoStore
+from stages.features.store import TextStore, VideoStore
 
 CHANCE_R1 = 100 / 24
 PASS_R1 = 90.0  # measured: 100; well above chance (4.2)

@@ -27,7 +27,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from pipeline.presets import load_preset
-from stages.store import VideoStoreWriter, write_text_store
+from stages.features.store import VideoStoreWriter, write_text_store
 
 GOLD = REPO / "tests/golden/preset_numbers"
 NUMBERS = json.loads((GOLD / "numbers.json").read_text())
@@ -104,7 +104,7 @@ def _zeroshot(g, dataset: str, want: dict, feats: Path, root: Path, tmp: Path) -
     YAML `tvtsv2-b32` replaced by the reduced-depth one the reference ran, with the same seeded checkpoint.
     Returns the environment and --set arguments for the run."""
     import backbone_checkpoints as bc
-    from stages.recognition import prompt_classnames
+    from stages.recognition.action import prompt_classnames
 
     classes, labels = [str(c) for c in g["classes"]], g["labels"]
     # the prompts vtpipe makes are the ones the reference was given

@@ -21,10 +21,10 @@ from pipeline import config as config_mod
 from pipeline.executors import LocalExecutor
 from pipeline.runner import run_pipeline
 from pipeline.status import collect
-from stages.errors import FingerprintMismatch, VtpipeError
-from stages.layout import Layout
-from stages.store import VideoStoreWriter, write_text_store
-from stages.tasks import Result, Task, is_complete, register_stage, relative_to_run, write_manifest
+from stages.contract.errors import FingerprintMismatch, VtpipeError
+from stages.contract.layout import Layout
+from stages.features.store import VideoStoreWriter, write_text_store
+from stages.contract.tasks import Result, Task, is_complete, register_stage, relative_to_run, write_manifest
 
 CHECKPOINT = REPO / "data/models/shapes-tiny.pt"
 STAGES = ("compress", "extract", "concat", "index", "evaluate")
@@ -297,7 +297,7 @@ def test_shards_of_other_weights_are_never_merged(tmp_path):
 
 
 def test_video_and_text_of_other_weights_are_never_evaluated_together(tmp_path):
-    from stages.evaluate import _check_pair
+    from stages.features.provenance import check_store_pair as _check_pair
 
     _shard(tmp_path / "v.h5", "locvtp", "aa", ["v0"])
     for ckpt, ok in (("aa", True), ("bb", False)):

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.svm import LinearSVC
 
-from stages.crosstask import METRIC_NAME, crosstask_vt_twins
-from stages.errors import VtpipeError
-from stages.recognition import (
+from stages.recognition.segment_accuracy import METRIC_NAME, crosstask_vt_twins
+from stages.contract.errors import VtpipeError
+from stages.recognition.action import (
     classname_words,
     linear_probe,
     linear_probe_splits,

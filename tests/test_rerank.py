@@ -141,7 +141,7 @@ def gemm_by_blocks(bank, gal, rows: int) -> np.ndarray:
     """The similarity matrix as the blockwise code computes it: one float32 GEMM per block of `rows` bank rows.
     BLAS may round a block's GEMM differently from the whole matrix's (numpy 2.4's OpenBLAS does), and the
     SK-norm contracts are about the algorithm given those scores, so the dense reference starts from them."""
-    from stages.retrieval.metrics import _score_block
+    from stages.retrieval.blocks import _score_block
 
     return np.concatenate([_score_block(None, bank[r:r + rows], gal) for r in range(0, len(bank), rows)])
 

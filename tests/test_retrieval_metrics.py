@@ -7,14 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from stages.retrieval.metrics import (
-    ranks_from_features,
-    ranks_from_scores,
-    retrieval_metrics,
-    t2v_v2t_ranks,
-    v2t_ranks_multi,
-    v2t_ranks_multi_from_scores,
-)
+from stages.retrieval.metrics import ranks_from_features, ranks_from_scores, retrieval_metrics
+from stages.retrieval.pair_ranks import t2v_v2t_ranks, v2t_ranks_multi, v2t_ranks_multi_from_scores
 
 TIES = ("optimistic", "pessimistic", "average")
 

@@ -120,7 +120,7 @@ def test_the_engine_uses_the_square_clip_reader(videos, tmp_path):
     import torch
 
     from stages.backbones.base import ModelInfo, VideoTextModel
-    from stages.engine import run_engine
+    from stages.features.engine import run_engine
 
     class MeanColour(VideoTextModel):
         def preprocess(self):

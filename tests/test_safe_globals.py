@@ -13,7 +13,7 @@ import backbone_checkpoints as bc
 from stages.backbones.checkpoints import load_torch_file
 from stages.backbones.registry import load_model
 from stages.backbones.safe_globals import resolve_global
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

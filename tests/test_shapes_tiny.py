@@ -12,7 +12,7 @@ import torch
 
 from stages.backbones import shapes_tiny
 from stages.backbones.registry import load_model, model_config
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from stages.concat import concat_stores, export_locvtp
-from stages.errors import VtpipeError
-from stages.store import TextStore, VideoStore, VideoStoreWriter, write_text_store
+from stages.contract.errors import VtpipeError
+from stages.features.store import TextStore, VideoStore, VideoStoreWriter, write_text_store
 
 
 def _videos(rng, n, d=8):

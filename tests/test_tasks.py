@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from stages.errors import FingerprintMismatch
-from stages.tasks import Result, Task, atomic_path, is_complete, read_manifest, write_manifest
+from stages.contract.errors import FingerprintMismatch
+from stages.contract.tasks import Result, Task, atomic_path, is_complete, read_manifest, write_manifest
 
 
 def test_fingerprint_depends_on_params_not_runtime(tmp_path):

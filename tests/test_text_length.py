@@ -12,8 +12,8 @@ import backbone_checkpoints as bc
 from conftest import run_cli
 from stages.backbones.registry import load_model
 from stages.backbones.text_length import set_max_words
-from stages.errors import ConfigError
-from stages.store import TextStore
+from stages.contract.errors import ConfigError
+from stages.features.store import TextStore
 from video_factory import make_counter_video
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -21,8 +21,8 @@ from conftest import run_cli
 from stages.backbones.registry import load_model
 from stages.retrieval import evaluate_retrieval, ranks_from_scores, v2t_ranks_multi_from_scores
 from stages.retrieval.similarity import TokenScorer, TokenSets
-from stages.store import VideoStoreWriter, write_text_store
-from stages.tasks import Task
+from stages.features.store import VideoStoreWriter, write_text_store
+from stages.contract.tasks import Task
 from test_backbones_clip4clip import reference_seq_transf
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -250,7 +250,7 @@ def test_stage_drl_ti_seqtransf_and_meanp(configs, tmp_path):
         if k.startswith("transformerClip.") and k.endswith("out_proj.weight"):
             sd_bad[k] = sd_bad[k] * 200.0  # a temporal module that really changes the frames
     torch.save(sd_bad, bad)
-    from stages.errors import VtpipeError
+    from stages.contract.errors import VtpipeError
 
     with pytest.raises(VtpipeError, match="pooled"):
         run_task(_retrieval_task(tmp_path, "drl-ti-tiny", str(bad)))

@@ -138,7 +138,7 @@ def test_matrix_scorer_both_directions():
 
 
 def test_similarity_mode_rules(tiny):
-    from stages.errors import ConfigError
+    from stages.contract.errors import ConfigError
     from stages.evaluate import similarity_mode
 
     assert similarity_mode("ucofia-tiny")[0] == "ucofia"
@@ -168,7 +168,7 @@ def test_t2v_run_with_random_weights_through_sk_norm(sample, tmp_path):
     assert m["similarity"] == "ucofia" and m["rerank"] == "sk-norm" and m["random_weights"]
     assert m["similarity_info"]["bank_captions"] == 60 and "per level" in m["similarity_info"]["sk_norm"]
     assert m["captions"] == 24 and 0 <= m["R@1"] <= 100
-    from stages.store import TextStore, VideoStore
+    from stages.features.store import TextStore, VideoStore
 
     with VideoStore(tmp_path / "run/features/ucofia-tiny.h5") as vs:
         assert (np.diff(vs.offsets) == 60).all()
@@ -182,11 +182,11 @@ def test_stage_scores_with_the_checkpoints_head_and_allow_list(tiny, tmp_path):
     checkpoint that also holds a trainer's argparse.Namespace: refused with the type named, then allowed."""
     import argparse
 
-    from stages.errors import VtpipeError
+    from stages.contract.errors import VtpipeError
     from stages.evaluate import STAGE, run_task
     from stages.retrieval import ranks_from_scores
-    from stages.store import VideoStoreWriter, write_text_store
-    from stages.tasks import Task
+    from stages.features.store import VideoStoreWriter, write_text_store
+    from stages.contract.tasks import Task
 
     model, path = tiny
     sd = torch.load(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 from stages.video import compress_video, output_size, probe_video, read_video
 from stages.video.ffmpeg import has_encoder
 from video_factory import encode_frames, make_counter_video, read_counters, set_rotation

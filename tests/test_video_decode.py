@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 from stages.video import VideoError, frame_timestamps, probe_video, read_video
 from video_factory import make_counter_video, make_solid_video, read_counters, set_rotation
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 from stages.video import discover_videos
 from stages.video.discover import id_problem
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 from stages.video.sampling import POLICIES, FrameSelection, make_policy
 
 

@@ -2,7 +2,7 @@
 
 The library behind the index stage (stages/index.py), `vtpipe search` and the evaluate stage's candidate
 mode. It works on any *vector source* (an object with ``n``, ``d`` and ``blocks(batch)``), so a feature store
-never has to be loaded whole. Other modules import it as `stages.faiss_index` (the public names).
+never has to be loaded whole. Other modules import names from the submodules below.
 
     budget.py      memory sizes ('4G'), list counts, per-type memory estimates
     vectors.py     vector sources, validation (finite) and normalisation

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 
 def parse_memory(text: str | int) -> int:

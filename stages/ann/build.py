@@ -26,7 +26,7 @@ from stages.ann.measure import ExactTopK, HeldOut
 from stages.ann.params import is_hnsw, last_line, set_build_params
 from stages.ann.tune import tune
 from stages.ann.vectors import VectorSource, check_metric, collect, prepare
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 DEFAULT_TARGET_RECALL = 0.95
 OPQ_NITER = 20  # OPQ rotation training iterations (FAISS default 50; most of the gain comes early)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stages.ann.budget import hnsw_bytes, ivf_bytes, nlist_for, parse_memory
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 FLAT_MAX = 50_000  # exact search up to this many vectors
 HNSW_M = 32

@@ -20,9 +20,9 @@ import numpy as np
 from stages.ann import gpu
 from stages.ann.params import is_hnsw, on_gpu, set_search_params
 from stages.ann.vectors import prepare
-from stages.errors import VtpipeError
-from stages.faults import fault_point
-from stages.tasks import atomic_path
+from stages.contract.errors import VtpipeError
+from stages.contract.faults import fault_point
+from stages.contract.tasks import atomic_path
 
 INDEX_FILE = "video.faiss"
 IDS_FILE = "ids.json"

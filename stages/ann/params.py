@@ -6,7 +6,7 @@ from typing import Any
 
 import faiss
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 
 def inner(index: faiss.Index) -> faiss.Index:

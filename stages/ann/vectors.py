@@ -8,7 +8,7 @@ from typing import Protocol
 import faiss
 import numpy as np
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 
 class VectorSource(Protocol):

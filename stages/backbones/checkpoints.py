@@ -21,7 +21,7 @@ import torch
 
 from stages.backbones.safe_globals import ALLOWED_GLOBALS, refusal_message, resolve_globals
 from stages.backbones.base import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 _MAX_LISTED = 12  # keys named per category in an error message
 

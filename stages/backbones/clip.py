@@ -36,7 +36,7 @@ from torch import nn
 
 from stages.backbones import checkpoints as ck
 from stages.backbones.base import ModelInfo, TextFeatures, VideoTextModel
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 # Metadata entries in OpenAI's TorchScript state dicts; they are not weights.
 OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")

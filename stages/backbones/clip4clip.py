@@ -49,7 +49,7 @@ from stages.backbones.clip import (
     build_clip,
     checkpoint_path,
 )
-from stages.errors import ConfigError, VtpipeError
+from stages.contract.errors import ConfigError, VtpipeError
 
 SIM_HEADERS = ("meanP", "seqTransf")
 INTERACTIONS = ("dp", "ti", "wti")

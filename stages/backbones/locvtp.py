@@ -41,7 +41,7 @@ from stages.backbones import checkpoints as ck
 from stages.backbones.base import ModelInfo, TextFeatures, VideoTextModel
 from stages.backbones.c3d import C3D, FC_DIM
 from stages.backbones.distilbert import DistilBert, DistilBertConfig, WordPieceTokenizer, basic_tokenize
-from stages.errors import ConfigError, VtpipeError
+from stages.contract.errors import ConfigError, VtpipeError
 
 # training-only keys of the released checkpoint (after stripping `module.`), ignored by name
 TRAINING_ONLY_KEYS = (

@@ -17,9 +17,9 @@ from typing import Mapping, Sequence
 import torch
 import yaml
 
-from stages.assets import configs_root, presets_dir  # noqa: F401 (configs_root: re-exported)
+from stages.contract.assets import configs_root, presets_dir  # noqa: F401 (configs_root: re-exported)
 from stages.backbones.base import ModelInfo, VideoTextModel
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 # family name -> "module:function"; imported lazily so listing models stays cheap.
 FAMILIES: dict[str, str] = {
@@ -43,7 +43,7 @@ ASPECTS = ("stored", "display")
 
 
 def _models_dir() -> Path:
-    """configs/models: $VTPIPE_CONFIGS, the checkout or the installed package (stages.assets); none with a
+    """configs/models: $VTPIPE_CONFIGS, the checkout or the installed package (stages.contract.assets); none with a
     preset raises ConfigError naming where it looked."""
     return presets_dir("models")
 

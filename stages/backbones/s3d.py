@@ -52,7 +52,7 @@ from torch import nn
 from stages.backbones import checkpoints as ck
 from stages.backbones.base import ModelInfo, TextFeatures, VideoTextModel
 from stages.backbones.base import as_float_tensor
-from stages.errors import ConfigError, VtpipeError
+from stages.contract.errors import ConfigError, VtpipeError
 from stages.video.square_clips import SquareClipInput
 
 # (name, in, b0, b1a, b1b, b2a, b2b, b3b) — the S3D-G / Inception-v1 channel table

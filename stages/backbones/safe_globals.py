@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 # Dotted names the current load may unpickle (set by registry.load_model from allow_globals).
 ALLOWED_GLOBALS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("allowed_globals", default=())

@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stages.assets import data_path
+from stages.contract.assets import data_path
 from stages.backbones.base import ModelInfo, Preprocess, TextFeatures, VideoTextModel
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 ARCH = "shapes-tiny-v1"
 DEFAULT_WEIGHTS = data_path("models/shapes-tiny.pt")  # the checkout's data/models, or the wheel's copy

@@ -10,7 +10,7 @@ encodes, without a second model YAML. Only models whose text path is CLIP's BPE 
 
 from __future__ import annotations
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 
 def check_max_words(value) -> int | None:

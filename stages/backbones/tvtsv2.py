@@ -44,7 +44,7 @@ from torch import nn
 from stages.backbones import checkpoints as ck
 from stages.backbones.base import ModelInfo, TextFeatures, VideoTextModel
 from stages.backbones.clip import ClipTokenizer, clip_arch_config, encode_clip_text
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 TRAINING_ONLY_KEYS = ("pred_model.*",)
 

@@ -41,7 +41,7 @@ from stages.backbones import checkpoints as ck
 from stages.backbones.base import ModelInfo, TextFeatures
 from stages.backbones.clip import OPENAI_METADATA_KEYS, build_clip, checkpoint_path, clip_text_tokens
 from stages.backbones.clip4clip import Clip4ClipNet, Clip4ClipVideoText
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 TOPK = 3
 PIXELS_PER_FRAME = TOPK + 1

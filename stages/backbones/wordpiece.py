@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
-from stages.errors import ConfigError, VtpipeError
+from stages.contract.errors import ConfigError, VtpipeError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_WORD_CHARS = 100

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages.datasets.common import read_lines, strip_video_ext
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 LAYOUTS = ("class_dirs", "flat")
 DATASETS = ("ucf101", "hmdb51")

@@ -20,7 +20,7 @@ import pandas as pd
 from stages.datasets import video_text
 from stages.datasets.common import read_id_list
 from stages.datasets.crosstask import read_crosstask_captions
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 COLUMNS = ["caption_id", "video_id", "caption"]
 

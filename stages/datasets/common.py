@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 # Extensions stripped from video names found inside annotation files (DiDeMo's "video" field, split lists,
 # UCF101/HMDB51 split files), so that ids match vtpipe's (path relative to the input root, no extension).

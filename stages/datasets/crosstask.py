@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages.datasets.common import as_seconds, read_lines
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 SEGMENT_COLUMNS = ["segment_id", "task", "video_id", "step", "step_text", "start_s", "end_s"]
 

@@ -35,7 +35,7 @@ from stages.datasets.common import (
     restrict_to_ids,
     strip_video_ext,
 )
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 COLUMNS = ["caption_id", "video_id", "caption"]
 

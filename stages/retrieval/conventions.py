@@ -40,9 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
 
-from ._numba import KIND_AFFINE, affine_value, dsl_value, row_counts, value
 from .metrics import _finish, retrieval_metrics
 
 __all__ = ["CONVENTIONS", "REFERENCES", "MEDIANS_AUTO", "RankCounts", "check_convention", "v2t_gallery_for",
@@ -137,24 +135,3 @@ def metrics_for(ranks: np.ndarray, ties: str, median: str, ks, n_queries: int) -
     m["ties"] = ties
     m["convention_reference"] = REFERENCES[ties]
     return m
-
-
-@njit(parallel=True, cache=True)
-def row_counts_before(S, gt, kind, ra, rc, cx, out_gt, out_ge, out_thr, out_before):  # pragma: no cover
-    """As metrics._row_kernel, plus out_before[i] = items j < gt[i] whose value equals the ground truth's."""
-    for i in prange(S.shape[0]):
-        g = gt[i]
-        a = ra[i]
-        c = rc[i]
-        thr = value(kind, S[i, g], a, c, cx[g])
-        if kind == KIND_AFFINE:
-            n_gt, n_ge = row_counts(affine_value, S, i, a, c, cx, thr)
-        else:
-            n_gt, n_ge = row_counts(dsl_value, S, i, a, c, cx, thr)
-        nb = 0
-        for j in range(g):
-            nb += 1 if value(kind, S[i, j], a, c, cx[j]) == thr else 0
-        out_gt[i] = n_gt
-        out_ge[i] = n_ge - 1 if thr == thr else n_ge
-        out_thr[i] = thr
-        out_before[i] = nb

@@ -21,30 +21,15 @@ from .conventions import (
     metrics_for,
     needs_before,
     ranks_for,
-    row_counts_before,
     v2t_gallery_for,
 )
 from .diagnostics import tie_diagnostics
-from .metrics import (
-    DEFAULT_MAX_BLOCK_BYTES,
-    V2T_GALLERIES,
-    ScoreFn,
-    _fused_counts,
-    _prepare_pairs,
-    _rows_per_block,
-    _score_block,
-    _v2t_pass,
-)
-from .rerank import (
-    DEFAULT_SK_CACHE_BYTES,
-    DEFAULT_SK_MAX_ERROR,
-    RERANKERS,
-    _argmax_rows_cols,
-    _bank_log_z,
-    _bank_topk_set,
-    _lse_rows_cols,
-    sk_norm_bias,
-)
+from .blocks import DEFAULT_MAX_BLOCK_BYTES, ScoreFn, _rows_per_block, _score_block
+from .metrics import V2T_GALLERIES
+from .pair_ranks import _fused_counts, _prepare_pairs, _v2t_pass
+from .rank_kernels import NO_BEFORE, _row_kernel
+from .rerank import RERANKERS, _argmax_rows_cols, _bank_log_z, _bank_topk_set, _lse_rows_cols
+from .sk_norm import DEFAULT_SK_CACHE_BYTES, DEFAULT_SK_MAX_ERROR, sk_norm_bias
 
 __all__ = ["evaluate_retrieval"]
 
@@ -115,8 +100,6 @@ def _rerank_params(rerank, directions, applied, Tf, Vf, scale, bank_text_feats, 
 
 def _t2v_counts(Tf, Vf, c2v, kind, params, before: bool, kw) -> RankCounts:
     """t2v counts from a caption-major pass (with the tied-before counts when ``before``)."""
-    from .metrics import _row_kernel
-
     ra, rc, cx = params
     nc, nv = Tf.shape[0], Vf.shape[0]
     n_gt, n_ge, thr = np.empty(nc, np.int64), np.empty(nc, np.int64), np.empty(nc)
@@ -125,11 +108,8 @@ def _t2v_counts(Tf, Vf, c2v, kind, params, before: bool, kw) -> RankCounts:
     for r0 in range(0, nc, rows):
         r1 = min(nc, r0 + rows)
         S = _score_block(kw["score_fn"], Tf[r0:r1], Vf)
-        if before:
-            row_counts_before(S, c2v[r0:r1], kind, ra[r0:r1], rc[r0:r1], cx, n_gt[r0:r1], n_ge[r0:r1],
-                              thr[r0:r1], nb[r0:r1])
-        else:
-            _row_kernel(S, c2v[r0:r1], kind, ra[r0:r1], rc[r0:r1], cx, n_gt[r0:r1], n_ge[r0:r1], thr[r0:r1])
+        _row_kernel(S, c2v[r0:r1], kind, ra[r0:r1], rc[r0:r1], cx, n_gt[r0:r1], n_ge[r0:r1], thr[r0:r1],
+                    nb[r0:r1] if before else NO_BEFORE)
     return RankCounts(n_gt, n_ge, thr, before=nb if before else None)
 
 

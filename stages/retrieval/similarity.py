@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .metrics import DEFAULT_MAX_BLOCK_BYTES
+from .blocks import DEFAULT_MAX_BLOCK_BYTES
 
 __all__ = ["drl_similarity", "pack_tokens", "drl_score_fn", "TokenSets", "TokenScorer", "uniform_weights"]
 

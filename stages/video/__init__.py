@@ -9,7 +9,7 @@
 Every per-video failure raises VideoError(reason, detail); configuration mistakes raise ConfigError.
 """
 
-from stages.video.compress import compress_video, output_size
+from stages.video.encode import compress_video, output_size
 from stages.video.decode import DecodedVideo, frame_timestamps, read_video
 from stages.video.discover import VIDEO_EXTENSIONS, VideoEntry, VideoList, discover_videos
 from stages.video.errors import REASONS, VideoError, VideoInterrupted

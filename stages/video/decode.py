@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 from stages.video.errors import VideoError
 from stages.video.probe import VideoInfo, probe_video, short_side_size
 from stages.video.sampling import FrameSelection, SamplingPolicy, make_policy

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, NamedTuple, Sequence
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A failed video is data, not a crash: callers catch VideoError and record ``(video_id, err.reason, err.detail)``
 in their failures table, then go on with the next video. Configuration mistakes (a bad crop name, an odd
-output size) are not VideoErrors: they raise stages.errors.VtpipeError / ConfigError.
+output size) are not VideoErrors: they raise stages.contract.errors.VtpipeError / ConfigError.
 """
 
 from __future__ import annotations

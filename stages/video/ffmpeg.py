@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 from stages.video.errors import VideoError, VideoInterrupted
 
 ENV_VAR = "VTPIPE_FFMPEG"

@@ -56,7 +56,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 # Two timestamps closer than this are the same instant. Exact timestamps come as float64 from integer
 # ticks, so the rounding error is ~1e-12 s; real frame/sample gaps are >= ~10 us (1/90000 s ticks).

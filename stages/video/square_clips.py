@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 from stages.video.errors import VideoError
 from stages.video.ffmpeg_cut import ticks_to_us, us_to_ticks
 from stages.video.probe import VideoInfo, probe_video

@@ -4,7 +4,7 @@ A pipeline command costs 3-5 s of interpreter and torch import; dozens of kill t
 So a stage runs in a child forked from a `forkserver` that imported the whole stack once (and never ran a
 model, so no thread pools exist at fork time): the child does exactly what `vtpipe run PIPELINE.yaml
 --stage S` does (pipeline.runner.run_pipeline under the run lock, local executor) and is killed with
-SIGKILL at a named fault point (stages.faults) or after a delay. The signal tests go through the real CLI.
+SIGKILL at a named fault point (stages.contract.faults) or after a delay. The signal tests go through the real CLI.
 
 Outputs are compared with the clean run's, file by file: HDF5 stores dataset by dataset and attribute by
 attribute, index_infos.json without its timings, manifests by fingerprint/counts/failures/outputs, every
@@ -70,8 +70,7 @@ def _child(yaml_path: str, run_dir: str, only: list[str], env: dict[str, str], r
     os.environ.update(env)
     os.setpgrp()  # its own process group: whatever it starts (decode workers, ffmpeg) can be found later
     multiprocessing.set_start_method("fork", force=True)  # as in a `vtpipe` process (decode workers fork)
-    from stages import faults
-
+    from stages.contract import faults
     faults._counts.clear()
     from pipeline import config as config_mod
     from pipeline.executors import LocalExecutor

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.errors import FingerprintMismatch
-from stages.faults import fault_point
+from stages.contract.errors import FingerprintMismatch
+from stages.contract.faults import fault_point
 
 MANIFEST_DIR = "_manifests"
 _UMASK = os.umask(0)
@@ -160,9 +160,9 @@ def fingerprint_parts(task: Task) -> dict[str, str]:
 
 
 def file_signature(path: str | os.PathLike) -> dict[str, Any]:
-    """Content identity of an input file for fingerprints: size + a hash of fixed blocks (stages.identity).
+    """Content identity of an input file for fingerprints: size + a hash of fixed blocks (stages.features.identity).
     The same after a copy that does not keep modification times."""
-    from stages.identity import video_identity
+    from stages.features.identity import video_identity
 
     return {"identity": video_identity(path)}
 

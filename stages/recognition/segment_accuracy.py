@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 METRIC_NAME = "VT-TWINS CrossTask segment accuracy"
 

@@ -18,7 +18,7 @@ class Layout:
 
     def __post_init__(self) -> None:
         # absolute (not resolved: a symlinked run folder keeps its name), so that task fingerprints can
-        # write every path under the root relative to it (stages.tasks.relative_to_run)
+        # write every path under the root relative to it (stages.contract.tasks.relative_to_run)
         self.root = Path(os.path.abspath(self.root))
         self.overrides = {k: Path(os.path.abspath(v)) for k, v in self.overrides.items()}
 

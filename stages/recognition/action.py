@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 DEFAULT_TEMPLATE = "a video of a person {}."
 

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stages.backbones.base import Preprocess, VideoTextModel
-from stages.faults import fault_point
+from stages.contract.faults import fault_point
 from stages.video.decode import read_video
 from stages.video.errors import VideoError, VideoInterrupted
 from stages.video.sampling import make_policy

@@ -18,7 +18,7 @@ Test knobs (all optional, read at each call):
 Points: decoded, written (extract engine/stage); store_add (a video row appended to any store: extract
 shards and the concat merge); compressed (compress: a video finished, between videos); index_write (index:
 files written under temporary names, before any rename); atomic_before_rename / atomic_after_rename
-(stages.tasks.atomic_path: every output and manifest of every stage); before_manifest (executor).
+(stages.contract.tasks.atomic_path: every output and manifest of every stage); before_manifest (executor).
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from stages.errors import ConfigError
-from stages.tasks import atomic_path
+from stages.contract.errors import ConfigError
+from stages.contract.tasks import atomic_path
 from stages.video.errors import VideoError
 from stages.video.ffmpeg import file_url, has_encoder, run_ffmpeg
 from stages.video.probe import VideoInfo, probe_video, short_side_size

@@ -13,7 +13,7 @@ import importlib.resources
 import os
 from pathlib import Path
 
-from stages.errors import ConfigError
+from stages.contract.errors import ConfigError
 
 PACKAGED_DIR = "_assets"  # stages/_assets/, written by the build (setup.py), absent from the checkout
 ENV_CONFIGS = "VTPIPE_CONFIGS"
@@ -21,7 +21,7 @@ ENV_CONFIGS = "VTPIPE_CONFIGS"
 
 def checkout_root() -> Path | None:
     """The repository this package is imported from (setup.cfg and configs/ beside stages/), else None."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if (root / "setup.cfg").is_file() and (root / "configs").is_dir():
         return root
     return None
@@ -46,11 +46,11 @@ def _candidates(folder: str) -> list[tuple[str, Path | None]]:
     packaged = packaged_root()
     return [("checkout", checkout / folder if checkout else None),
             ("installed package",
-             packaged / folder if packaged else Path(__file__).resolve().parent / PACKAGED_DIR / folder)]
+             packaged / folder if packaged else Path(__file__).resolve().parents[1] / PACKAGED_DIR / folder)]
 
 
 def _where_looked(folder: str, sub: str) -> str:
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]
     return "; ".join(f"{how}: {path / sub}" if path is not None
                      else f"{how}: none (no setup.cfg and configs/ in {here})"
                      for how, path in _candidates(folder))

@@ -18,7 +18,7 @@ Text store::
 
 A million tiny HDF5 groups are slow to write and to open; a few large datasets are not. Writers append
 into chunked, resizable datasets, so a shard never has to fit in memory. Files are written under a
-temporary name and renamed into place when closed (see stages.tasks.atomic_path), so a reader never opens a
+temporary name and renamed into place when closed (see stages.contract.tasks.atomic_path), so a reader never opens a
 half-written store.
 """
 
@@ -34,8 +34,8 @@ import h5py
 import numpy as np
 
 from stages import __version__
-from stages.errors import VtpipeError
-from stages.faults import fault_point
+from stages.contract.errors import VtpipeError
+from stages.contract.faults import fault_point
 
 STR = h5py.string_dtype("utf-8")
 STORE_FORMAT_VERSION = 1

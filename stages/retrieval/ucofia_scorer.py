@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import ConfigError, VtpipeError
+from stages.contract.errors import ConfigError, VtpipeError
 from stages.retrieval.ucofia_similarity import LEVELS, MatrixScorer, ucofia_levels, ucofia_scores
-from stages.store import TextStore, VideoStore
+from stages.features.store import TextStore, VideoStore
 
 
 def _texts(path: str, rows: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:

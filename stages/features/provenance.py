@@ -12,7 +12,7 @@ Video and text stores (HDF5 attributes, JSON strings for mappings; read them wit
     input_fingerprint   the content identity of its inputs (videos: size + sampled-block hashes; captions:
                         sha256), hashed
     fingerprint         the fingerprint of the task that wrote it
-    stage_version       the version of the stage (stages.tasks.register_stage) that wrote it
+    stage_version       the version of the stage (stages.contract.tasks.register_stage) that wrote it
 merged stores also:
     shard_fingerprints  [fingerprint of each shard, in merge order]
     shard_input_fingerprints
@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stages.errors import VtpipeError
+from stages.contract.errors import VtpipeError
 
 # store attributes that must agree before shards are merged or stores are evaluated together
 MERGE_KEYS = ("model", "unit", "sampling", "preprocess", "random_weights", "checkpoint_sha256", "upstream")
@@ -58,8 +58,8 @@ def checkpoint_files(model: str, weights: str | dict | None) -> dict[str, str]:
 
 
 def checkpoint_sha256(model: str, weights: str | dict | None) -> dict[str, str]:
-    """{file name: sha256 hex} of the model's weight files (cached by stages.identity)."""
-    from stages.identity import file_sha256
+    """{file name: sha256 hex} of the model's weight files (cached by stages.features.identity)."""
+    from stages.features.identity import file_sha256
 
     try:
         return {k: file_sha256(p) for k, p in checkpoint_files(model, weights).items()}
@@ -83,7 +83,7 @@ def store_fingerprint(path: str | os.PathLike) -> str | None:
     v = v.decode() if isinstance(v, bytes) else str(v)
     if v:
         return v
-    from stages.identity import video_identity
+    from stages.features.identity import video_identity
 
     return video_identity(path)
 
@@ -92,7 +92,7 @@ def store_provenance(path: str | os.PathLike) -> dict[str, Any]:
     """The provenance attributes of a store file, JSON values decoded."""
     import h5py
 
-    from stages.store import read_attrs
+    from stages.features.store import read_attrs
 
     try:
         with h5py.File(path, "r") as f:
@@ -127,3 +127,23 @@ def check_same_source(a: dict, b: dict, what_a: str, what_b: str, keys=PAIR_KEYS
         if va != vb:
             raise VtpipeError(f"{what_a} was made with {k}={va!r} but {what_b} with {vb!r}: results of "
                               "different models, weights or presets are never mixed; re-extract one of them")
+
+
+def stores_used(p: dict, metrics_dir: str | Path | None = None) -> dict:
+    """metrics.json "stores": every store the task read, by fingerprint and checkpoint sha256, and by path
+    relative to the metrics file's folder (so a moved run still names its own stores)."""
+    out = {}
+    for key, name in (("features", "video"), ("text_features", "text"), ("bank_features", "bank")):
+        if p.get(key) and Path(p[key]).is_file():
+            out[name] = store_summary(p[key])
+            out[name]["path"] = os.path.relpath(os.path.abspath(p[key]),
+                                                os.path.abspath(metrics_dir or p["out_dir"]))
+    return out
+
+
+
+def check_store_pair(video_path: str, text_path: str) -> None:
+    """A video store and a caption store are evaluated together only when made by the same model and weights."""
+    check_same_source(store_provenance(video_path), store_provenance(text_path), f"video store {video_path}",
+                      f"text store {text_path}")
+
