@@ -1,7 +1,7 @@
 """The text length of a CLIP-family model's caption path, set from the pipeline config (`model.max_words`).
 
 CLIP4Clip runs 32 tokens on MSR-VTT / MSVD / LSMDC but 64 on DiDeMo and ActivityNet, whose queries are
-paragraphs (README.md run commands, `--max_words 64`); its loaders keep the start token, the first
+paragraphs (README.md run commands: max_words 64); its loaders keep the start token, the first
 max_words - 2 BPE tokens and the end token. The model YAML's `params.max_words` is the default;
 `model.max_words` in a pipeline config (or a paper preset) replaces it for the captions the extract stage
 encodes, without a second model YAML. Only models whose text path is CLIP's BPE tokenizer + text tower take it
