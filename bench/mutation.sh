@@ -3,6 +3,9 @@
 #
 #   bash bench/mutation.sh                       # the default module/test pairs below
 #   bash bench/mutation.sh stages/video/sampling.py "tests/test_video_sampling.py tests/test_sampling_properties.py"
+#   bash bench/mutation.sh stages/retrieval/rerank.py "tests/test_rerank.py" "not 512"   # third: a pytest -k filter
+#   MUTATION_OUT=/tmp/mut bash bench/mutation.sh          # keep each module's results and run log there
+#   MUTATION_ONLY="stages/tasks.py stages/store.py" bash bench/mutation.sh   # a subset of the default pairs
 #
 # Each pair is mutated in a throw-away copy of the committed tree (git archive HEAD), so neither mutmut's
 # mutants/ folder nor its cache lands in the checkout. Prints mutmut's per-mutant results and the score
@@ -15,21 +18,35 @@ PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute, symlink kept
 "$PY" -c "import mutmut" 2>/dev/null || { echo "mutmut is missing: pip install -e '.[bench]'" >&2; exit 2; }
 MUTMUT="$(dirname "$PY")/mutmut"
 
+OUT=${MUTATION_OUT:-}
+[ -n "$OUT" ] && mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+
+# module | covering tests | optional pytest -k filter (drops slow parametrisations that add no coverage).
+# The CLI-level tests (test_evaluate_stage.py, the pipeline end-to-end tests) are left out: each takes
+# seconds per mutant; the library tests and the *_edges/_mutants test files cover the same code directly.
 if [ $# -ge 2 ]; then
-  PAIRS=("$1|$2")
+  PAIRS=("$1|$2|${3:-}")
 else
   PAIRS=(
-    "stages/video/sampling.py|tests/test_video_sampling.py tests/test_sampling_properties.py"
-    "stages/retrieval/metrics.py|tests/test_retrieval_metrics.py"
-    "stages/retrieval/conventions.py|tests/test_retrieval_metrics.py tests/test_evaluate_stage.py"
-    "stages/backbones/preprocess.py|tests/test_geometry.py tests/test_golden_geometry.py"
-    "stages/tasks.py|tests/test_tasks.py"
+    "stages/video/sampling.py|tests/test_video_sampling.py tests/test_sampling_properties.py tests/test_sampling_edges.py|"
+    "stages/backbones/preprocess.py|tests/test_geometry.py tests/test_golden_geometry.py tests/test_preprocess_edges.py|"
+    "stages/retrieval/metrics.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py|"
+    "stages/retrieval/conventions.py|tests/test_retrieval_metrics.py tests/test_conventions_edges.py|"
+    "stages/retrieval/rerank.py|tests/test_rerank.py tests/test_rerank_edges.py|not 512"
+    "stages/tasks.py|tests/test_tasks.py tests/test_tasks_edges.py|"
+    "stages/store.py|tests/test_store.py tests/test_store_edges.py|"
   )
 fi
 
 for pair in "${PAIRS[@]}"; do
   module=${pair%%|*}
-  tests=${pair#*|}
+  rest=${pair#*|}
+  tests=${rest%%|*}
+  kfilter=${rest#*|}
+  if [ -n "${MUTATION_ONLY:-}" ] && [[ " $MUTATION_ONLY " != *" $module "* ]]; then continue; fi
+  existing=""
+  for t in $tests; do [ -e "$t" ] && existing="$existing $t"; done
+  tests=${existing# }
   work=$(mktemp -d)
   git archive HEAD | tar -x -C "$work"
   {
@@ -44,8 +61,9 @@ for pair in "${PAIRS[@]}"; do
     echo "pytest_add_cli_args_test_selection ="
     for t in $tests; do echo "    $t"; done
     printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n'  # a list: one argument a line
+    [ -n "$kfilter" ] && printf '    -k\n    %s\n' "$kfilter"
   } >> "$work/setup.cfg"
-  echo "== $module  (tests: $tests)"
+  echo "== $module  (tests: $tests${kfilter:+; -k \"$kfilter\"})"
   t0=$(date +%s)
   (cd "$work" && PYTHONPATH="$work" "$MUTMUT" run > "$work/run.log" 2>&1) || { echo "mutmut failed:" >&2; tail -5 "$work/run.log" >&2; }
   (cd "$work" && "$MUTMUT" results --all true 2>/dev/null || "$MUTMUT" results 2>/dev/null) > "$work/results.txt" || true
@@ -56,5 +74,11 @@ for pair in "${PAIRS[@]}"; do
   score=$(awk -v k="$killed" -v t="$total" 'BEGIN { if (t > 0) printf "%.3f", k / t; else print "n/a" }')
   echo "   killed $killed, survived $survived, other $other, score $score, $(( $(date +%s) - t0 )) s"
   grep ": survived" "$work/results.txt" | sed 's/^/   SURVIVED /' || true
+  if [ -n "$OUT" ]; then
+    name=$(basename "$module" .py)
+    cp "$work/results.txt" "$OUT/$name.results.txt"; cp "$work/run.log" "$OUT/$name.run.log"
+    (cd "$work" && for m in $(grep ": survived" results.txt | cut -d: -f1); do "$MUTMUT" show "$m" 2>/dev/null; done) > "$OUT/$name.survivors.diff" || true
+    echo "$module killed=$killed survived=$survived other=$other score=$score seconds=$(( $(date +%s) - t0 ))" >> "$OUT/summary.txt"
+  fi
   rm -rf "$work"
 done
