@@ -13,6 +13,7 @@
 # Needs the `bench` extra (pip install -e '.[bench]').
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$(pwd)
 PY=${PYTHON:-.venv/bin/python}
 PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute, symlink kept (the venv's own interpreter)
 "$PY" -c "import mutmut" 2>/dev/null || { echo "mutmut is missing: pip install -e '.[bench]'" >&2; exit 2; }
@@ -77,7 +78,8 @@ for pair in "${PAIRS[@]}"; do
   if [ -n "$OUT" ]; then
     name=$(basename "$module" .py)
     cp "$work/results.txt" "$OUT/$name.results.txt"; cp "$work/run.log" "$OUT/$name.run.log"
-    (cd "$work" && for m in $(grep ": survived" results.txt | cut -d: -f1); do "$MUTMUT" show "$m" 2>/dev/null; done) > "$OUT/$name.survivors.diff" || true
+    (cd "$work" && grep ": survived" results.txt | cut -d: -f1 | "$PY" "$REPO/bench/mutation_diffs.py") \
+      > "$OUT/$name.survivors.diff" 2>/dev/null || true
     echo "$module killed=$killed survived=$survived other=$other score=$score seconds=$(( $(date +%s) - t0 ))" >> "$OUT/summary.txt"
   fi
   rm -rf "$work"
