@@ -34,7 +34,7 @@ else
     "stages/retrieval/metrics.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py|"
     "stages/retrieval/conventions.py|tests/test_retrieval_metrics.py tests/test_conventions_edges.py|"
     "stages/retrieval/rerank.py|tests/test_rerank.py tests/test_rerank_edges.py|not 512"
-    "stages/tasks.py|tests/test_tasks.py tests/test_tasks_edges.py|"
+    "stages/tasks.py|tests/test_tasks.py tests/test_tasks_contract.py|"
     "stages/store.py|tests/test_store.py tests/test_store_edges.py|"
   )
 fi
