@@ -61,6 +61,10 @@ for pair in "${PAIRS[@]}"; do
     echo "    data/"
     echo "pytest_add_cli_args_test_selection ="
     for t in $tests; do echo "    $t"; done
+    # forkserver: each mutant's pytest is forked from a server that has only collected the tests. Forking
+    # the main process instead (mutmut's "fork") copies numba's running OpenMP thread pool into the child,
+    # which aborts there (every retrieval mutant would read "suspicious").
+    echo "process_isolation = ${MUTATION_ISOLATION:-forkserver}"
     printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n'  # a list: one argument a line
     [ -n "$kfilter" ] && printf '    -k\n    %s\n' "$kfilter"
   } >> "$work/setup.cfg"
@@ -69,18 +73,19 @@ for pair in "${PAIRS[@]}"; do
   (cd "$work" && PYTHONPATH="$work" "$MUTMUT" run > "$work/run.log" 2>&1) || { echo "mutmut failed:" >&2; tail -5 "$work/run.log" >&2; }
   (cd "$work" && "$MUTMUT" results --all true 2>/dev/null || "$MUTMUT" results 2>/dev/null) > "$work/results.txt" || true
   killed=$(grep -c ": killed" "$work/results.txt" || true)
+  suspicious=$(grep -c ": suspicious" "$work/results.txt" || true)
   survived=$(grep -c ": survived" "$work/results.txt" || true)
   other=$(grep -c -v -E ": (killed|survived)" "$work/results.txt" || true)
   total=$((killed + survived))
   score=$(awk -v k="$killed" -v t="$total" 'BEGIN { if (t > 0) printf "%.3f", k / t; else print "n/a" }')
-  echo "   killed $killed, survived $survived, other $other, score $score, $(( $(date +%s) - t0 )) s"
+  echo "   killed $killed, survived $survived, other $other (suspicious $suspicious), score $score, $(( $(date +%s) - t0 )) s"
   grep ": survived" "$work/results.txt" | sed 's/^/   SURVIVED /' || true
   if [ -n "$OUT" ]; then
     name=$(basename "$module" .py)
     cp "$work/results.txt" "$OUT/$name.results.txt"; cp "$work/run.log" "$OUT/$name.run.log"
     (cd "$work" && grep ": survived" results.txt | cut -d: -f1 | "$PY" "$REPO/bench/mutation_diffs.py") \
       > "$OUT/$name.survivors.diff" 2>/dev/null || true
-    echo "$module killed=$killed survived=$survived other=$other score=$score seconds=$(( $(date +%s) - t0 ))" >> "$OUT/summary.txt"
+    echo "$module killed=$killed survived=$survived other=$other suspicious=$suspicious score=$score seconds=$(( $(date +%s) - t0 ))" >> "$OUT/summary.txt"
   fi
   rm -rf "$work"
 done
