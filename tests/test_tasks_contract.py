@@ -116,12 +116,23 @@ def test_manifest_of_a_task_with_a_given_fingerprint_has_no_parts(tmp_path):
     assert body["fingerprint"] == "given-elsewhere" and body["fingerprint_parts"] == {}
 
 
-def test_outputs_without_a_run_root_are_relative_to_the_stage_only(tmp_path):
+def test_outputs_without_a_run_root_are_relative_to_the_stage_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a path under the working directory is not thereby under the run
     stage = tmp_path / "stage"
     task = T.Task("unregistered-m", "a", str(stage), {})
-    res = T.Result("a", outputs={"in": str(stage / "x.h5"), "beside": str(tmp_path / "y.h5"), "n": 3})
+    res = T.Result("a", outputs={"in": str(stage / "x.h5"), "beside": str(tmp_path / "y.h5"), "n": 3,
+                                 "stage": str(stage)})
     body = json.loads(T.write_manifest(task, res).read_text())
-    assert body["outputs"] == {"in": "x.h5", "beside": str(tmp_path / "y.h5"), "n": 3}
+    assert body["outputs"] == {"in": "x.h5", "beside": str(tmp_path / "y.h5"), "n": 3, "stage": "."}
+
+
+def test_manifest_of_a_registered_stage_with_run_paths(tmp_path):
+    T.register_stage("contract-test-stage-2", 3)
+    root = tmp_path / "run"
+    task = T.Task("contract-test-stage-2", "t", str(root / "s"), {"video": str(root / "v.mp4")}, root=str(root))
+    body = json.loads(T.write_manifest(task, T.Result("t")).read_text())
+    assert body["stage_version"] == 3
+    assert body["fingerprint_parts"] == {"video": _sha20('"$RUN/v.mp4"')}
 
 
 def test_read_manifest_resolves_and_refuses(tmp_path):
@@ -194,7 +205,10 @@ def test_record_task_error_that_cannot_be_written_only_warns(tmp_path, caplog):
     task = T.Task("unregistered-m", "t", str(blocker), {})
     with caplog.at_level(logging.WARNING, logger="vtpipe"):
         T.record_task_error(task, ValueError("disk full"))
-    assert any("could not record the failure of unregistered-m/t" in r.getMessage() for r in caplog.records)
+    msgs = [r.getMessage() for r in caplog.records if r.name == "vtpipe"]
+    assert len(msgs) == 1, caplog.records
+    assert msgs[0].startswith(f"could not record the failure of unregistered-m/t in {task.failed_path}: ")
+    assert "Not a directory" in msgs[0] or "File exists" in msgs[0], msgs[0]  # the OSError that stopped it
 
 
 def test_load_manifests_sorted_readable_dicts_only(tmp_path):
@@ -207,8 +221,9 @@ def test_load_manifests_sorted_readable_dicts_only(tmp_path):
     (md / "d.json").write_text("[1]")
     (md / "e.json").write_bytes(b"\xff\xfe")
     (md / "f.txt").write_text("{}")
+    (md / "g.json").write_text(json.dumps({"task_id": "g"}))  # after the unreadable ones: still read
     got = T.load_manifests(stage)
-    assert [m["task_id"] for m in got] == ["a", "b"]
+    assert [m["task_id"] for m in got] == ["a", "b", "g"]
     assert got[1]["outputs"] == {"o": str(stage / "x.h5")}
     assert T.load_manifests(tmp_path / "missing") == []
 
@@ -220,7 +235,9 @@ def test_clean_stale_temporaries(tmp_path):
     kept = [tmp_path / "x.tmp", tmp_path / ".hidden", tmp_path / "a" / "out.h5"]
     for p in left + kept:
         p.write_text("-")
+    (tmp_path / ".dir.tmp").mkdir()  # matches the pattern but is no file: left alone, no error
     assert T.clean_stale_temporaries(tmp_path) == 2
+    assert (tmp_path / ".dir.tmp").is_dir()
     assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
     assert T.clean_stale_temporaries(tmp_path) == 0
 
