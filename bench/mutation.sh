@@ -6,6 +6,8 @@
 #   bash bench/mutation.sh stages/retrieval/rerank.py "tests/test_rerank.py" "not 512"   # third: a pytest -k filter
 #   MUTATION_OUT=/tmp/mut bash bench/mutation.sh          # keep each module's results and run log there
 #   MUTATION_ONLY="stages/tasks.py stages/store.py" bash bench/mutation.sh   # a subset of the default pairs
+#   MUTATION_ONLY=stages/store.py MUTATION_NAMES=/tmp/mut/store.results.txt bash bench/mutation.sh
+#       # only the mutants named in a file (first word of each line): re-test an earlier run's survivors
 #
 # Each pair is mutated in a throw-away copy of the committed tree (git archive HEAD), so neither mutmut's
 # mutants/ folder nor its cache lands in the checkout. Prints mutmut's per-mutant results and the score
@@ -72,7 +74,9 @@ for pair in "${PAIRS[@]}"; do
   } >> "$work/setup.cfg"
   echo "== $module  (tests: $tests${kfilter:+; -k \"$kfilter\"})"
   t0=$(date +%s)
-  (cd "$work" && PYTHONPATH="$work" "$MUTMUT" run > "$work/run.log" 2>&1) || { echo "mutmut failed:" >&2; tail -5 "$work/run.log" >&2; }
+  names=()  # MUTATION_NAMES=FILE: test only the mutants named there (e.g. an earlier run's survivors)
+  if [ -n "${MUTATION_NAMES:-}" ]; then mapfile -t names < <(grep -o "^ *[^ :]*" "$MUTATION_NAMES" | tr -d ' '); fi
+  (cd "$work" && PYTHONPATH="$work" "$MUTMUT" run "${names[@]}" > "$work/run.log" 2>&1) || { echo "mutmut failed:" >&2; tail -5 "$work/run.log" >&2; }
   (cd "$work" && "$MUTMUT" results --all true 2>/dev/null || "$MUTMUT" results 2>/dev/null) > "$work/results.txt" || true
   killed=$(grep -c ": killed" "$work/results.txt" || true)
   suspicious=$(grep -c ": suspicious" "$work/results.txt" || true)
