@@ -5,6 +5,8 @@ survived tests/test_retrieval_metrics.py (bench/mutation.sh; see bench/mutation_
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -65,7 +67,7 @@ def test_collaborative_experts_v2t_without_own_ties_is_plain_average():
 
 
 def test_ranks_for_refusals():
-    with pytest.raises(ValueError, match="clip4clip multi-caption t2v needs the tied-before counts"):
+    with pytest.raises(ValueError, match="^clip4clip multi-caption t2v needs the tied-before counts$"):
         C.ranks_for(_counts(before=None), "clip4clip", "t2v", False)
     nan = _counts(thr=np.array([0.5, np.nan, 0.5]))
     with pytest.raises(ValueError, match=r"^t2v: the ground-truth score is NaN for 1 queries \(first: index 1\)"):
@@ -117,3 +119,19 @@ def test_metrics_for_median_and_each_convention_recorded():
         assert m["R@1"] == 25.0
     with pytest.raises(ValueError, match="is not one of"):
         C.metrics_for(ranks, "nope", "numpy", (1,), n_queries=3)
+
+
+def test_ce_recall_boundaries_and_a_small_r1_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a zero recall must give Geom 0 without log(0) warnings
+        m = C.metrics_for(np.array([0.0, 5.0, 10.0]), "collaborative-experts", "numpy", (1, 5, 10), n_queries=3)
+        assert m["R@5"] == pytest.approx(100 / 3) and m["R@10"] == pytest.approx(200 / 3)
+        assert m["Geom"] == pytest.approx((100 / 3 * 100 / 3 * 200 / 3) ** (1 / 3))
+        for ranks in ([1.0, 2.0], [0.5, 7.0], [0.0, 12.0, 12.0], [6.0, 6.0]):
+            m = C.metrics_for(np.array(ranks), "collaborative-experts", "numpy", (1,), n_queries=len(ranks))
+            want = 0.0 if 0.0 not in ranks else (100 / len(ranks)) ** (1 / 3) * (
+                100 * sum(r < 5 for r in ranks) / len(ranks) * 100 * sum(r < 10 for r in ranks) / len(ranks)) ** (1 / 3)
+            assert m["Geom"] == pytest.approx(want), ranks
+        # R@1 of half a percent: a real, small Geom (not 0)
+        m = C.metrics_for(np.array([0.0] + [3.0] * 199), "collaborative-experts", "numpy", (1,), n_queries=200)
+        assert m["R@1"] == 0.5 and m["Geom"] == pytest.approx((0.5 * 100 * 100) ** (1 / 3))
