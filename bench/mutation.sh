@@ -37,7 +37,7 @@ else
     "stages/backbones/preprocess.py|tests/test_preprocess_edges.py|"
     "stages/retrieval/metrics.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py|"
     "stages/retrieval/conventions.py|tests/test_retrieval_metrics.py tests/test_conventions_edges.py|"
-    "stages/retrieval/rerank.py|tests/test_rerank.py tests/test_rerank_edges.py|not 512"
+    "stages/retrieval/rerank.py|tests/test_rerank.py|not 512"
     "stages/tasks.py|tests/test_tasks.py tests/test_tasks_contract.py|"
     "stages/store.py|tests/test_store.py tests/test_store_edges.py|"
   )
