@@ -186,3 +186,15 @@ def test_describe():
     assert d == {"size": 224, "resize": "exact", "resize_to": None, "crop": "none", "interpolation": "bicubic",
                  "backend": "pil", "antialias": None, "mean": None, "std": None}
     assert Preprocess().describe()["antialias"] is True
+
+
+@pytest.mark.parametrize("h,w", [(5, 40), (40, 5), (5, 41), (41, 5), (7, 50), (50, 7), (9, 44), (44, 9), (3, 3)])
+@pytest.mark.parametrize("size", [12, 13, 16])
+def test_crop_padding_on_one_or_both_short_sides_is_torchvisions(h, w, size):
+    """The short side resized below the crop size (resize_to < size): torchvision's CenterCrop pads the short
+    side(s) with zeros, left/top getting the smaller half, then crops at round((H - size) / 2)."""
+    fr = _frames(n=1, h=h, w=w, seed=h * 100 + w)
+    p = Preprocess(size=size, resize_to=4, backend="torch", interpolation="bilinear", mean=None, std=None)
+    want = _tv_tensor(fr, size, "bilinear", True, True, None, None, resize_to=4)
+    assert want.shape == (1, 3, size, size)
+    np.testing.assert_allclose(p(fr), want, atol=1e-5)
