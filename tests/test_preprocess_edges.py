@@ -198,3 +198,28 @@ def test_crop_padding_on_one_or_both_short_sides_is_torchvisions(h, w, size):
     want = _tv_tensor(fr, size, "bilinear", True, True, None, None, resize_to=4)
     assert want.shape == (1, 3, size, size)
     np.testing.assert_allclose(p(fr), want, atol=1e-5)
+
+
+def test_mode_mismatch_messages_in_full():
+    with pytest.raises(ValueError, match=r"^Preprocess: 'nearest-exact' is a torch mode; Pillow's NEAREST is "
+                                         r"'nearest'$"):
+        Preprocess(backend="pil", interpolation="nearest-exact")
+    with pytest.raises(ValueError, match=r"^Preprocess: the decoder backend resizes bilinearly \(swscale\); set "
+                                         r"interpolation: bilinear$"):
+        Preprocess(backend="decoder", interpolation="bicubic")
+
+
+def test_an_integer_pad_mask_is_a_mask_not_indices():
+    fr = _frames(n=3, h=8, w=8, seed=9)
+    p = Preprocess(size=8, backend="torch", interpolation="bilinear", mean=None, std=None)
+    out = p(fr, pad=[0, 1, 0])
+    assert (out[1] == 0).all() and not (out[0] == 0).all() and not (out[2] == 0).all()
+
+
+def test_clips_keep_non_square_frames_without_crop():
+    fr = np.stack([_frames(n=2, h=12, w=20, seed=s) for s in range(3)])  # [U=3, L=2, 12, 20, 3]
+    p = Preprocess(size=6, crop="none", backend="torch", interpolation="bilinear", mean=None, std=None)
+    out = p(fr)
+    assert out.shape == (3, 3, 2, 6, 10)
+    np.testing.assert_allclose(out[1], _tv_tensor(fr[1], 6, "bilinear", True, False, None, None).transpose(1, 0, 2, 3),
+                               atol=1e-5)
