@@ -137,3 +137,9 @@ def test_milnce_segment_start_and_single_frame():
     assert one.indices.shape == (2, 3)
     with pytest.raises(ValueError, match=r"^no frames to sample from \(0 timestamps\)$"):
         S.MilnceRetrievalPolicy().select_ticks(np.array([], np.int64), Fraction(1, 1000), 0)
+
+
+@pytest.mark.parametrize("bad", [True, "3", float("inf"), 0.0])
+def test_float_parameters_refuse_booleans_strings_and_non_finite(bad):
+    with pytest.raises(ConfigError, match=r"^sampling policy 'fps': fps must be a positive number, got "):
+        S.FpsPolicy(fps=bad)
