@@ -188,7 +188,8 @@ def test_describe():
     assert Preprocess().describe()["antialias"] is True
 
 
-@pytest.mark.parametrize("h,w", [(5, 40), (40, 5), (5, 41), (41, 5), (7, 50), (50, 7), (9, 44), (44, 9), (3, 3)])
+@pytest.mark.parametrize("h,w", [(5, 40), (40, 5), (5, 41), (41, 5), (7, 50), (50, 7), (9, 44), (44, 9), (3, 3),
+                                 (4, 17), (17, 4), (4, 21), (21, 4)])  # 17 - 12 = 5, 21 - 12 = 9: odd half-offsets
 @pytest.mark.parametrize("size", [12, 13, 16])
 def test_crop_padding_on_one_or_both_short_sides_is_torchvisions(h, w, size):
     """The short side resized below the crop size (resize_to < size): torchvision's CenterCrop pads the short
