@@ -60,17 +60,7 @@ def _load(root: Path, name: str) -> dict:
 
 @pytest.mark.parametrize("name", TMC.MODELS)
 def test_geometry_and_architecture_numbers_are_pinned(name):
-    pins = PINS.get(name, {})
-    seen = set()
-    for key, value in TMC._leaves(_load(REPO, name)):
-        if key.rsplit(".", 1)[-1] not in KEYS:
-            continue
-        assert key in pins, f"{name}: {key} = {value!r} is not pinned to a reference value"
-        want, source = pins[key]
-        assert value == want, f"{name}: {key} = {value!r}, but {source} says {want!r}"
-        seen.add(key)
-    missing = sorted(set(pins) - seen)
-    assert not missing, f"{name}: pinned values absent from the YAML: {missing}"
+    TMC.assert_pinned(name, _load(REPO, name), PINS.get(name, {}), lambda key: key.rsplit(".", 1)[-1] in KEYS)
 
 
 def _changed(v):

@@ -63,23 +63,30 @@ def _stub_modules() -> None:
         sys.modules["pkg_resources"] = pkg
 
 
-def _reference_b16(cfg: dict):
+def reference_clip_arch(cfg: dict, variant: str = "B_16"):
+    """TVTS's TVTSv2_<variant> (B_16 or B_32) over a CLIP built from cfg instead of the released .pt, at the
+    reduced depth cfg gives; (model, CLIP's tokenize)."""
+    import importlib
+
     from CLIP import clip
     from CLIP.clip.model import CLIP
 
-    import downstream.model_TVTSv2_ViT_B_16 as arch
-
+    arch = importlib.import_module(f"downstream.model_TVTSv2_ViT_{variant}")
     v, t = cfg["vision_cfg"], cfg["text_cfg"]
 
-    def load(*_args, **_kw):  # instead of reading CLIP/models/ViT-B-16.pt
+    def load(*_args, **_kw):  # instead of reading CLIP/models/ViT-B-16.pt (or -32)
         return CLIP(cfg["embed_dim"], v["image_size"], v["layers"], v["width"], v["patch_size"], t["context_length"],
                     t["vocab_size"], t["width"], t["heads"], t["layers"]), None
 
     clip.load = load
     full_vit = arch.VisionTransformer
     arch.VisionTransformer = lambda **kw: full_vit(**{**kw, "layers": v["layers"]})  # reduced depth
-    model = arch.TVTSv2_B_16(load_checkpoint=None)
-    return model, lambda caps: clip.tokenize(caps, truncate=True)
+    return getattr(arch, f"TVTSv2_{variant}")(load_checkpoint=None), clip.tokenize
+
+
+def _reference_b16(cfg: dict):
+    model, tokenize = reference_clip_arch(cfg, "B_16")
+    return model, lambda caps: tokenize(caps, truncate=True)
 
 
 def _reference_h14(cfg: dict, workdir: Path):

@@ -23,7 +23,6 @@ import argparse
 import ast
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -53,21 +52,7 @@ WORDS = {"ApplyEyeMakeup": "apply eye makeup", "BabyCrawling": "baby crawling", 
 
 
 def reference_b32(cfg: dict):
-    from CLIP import clip
-    from CLIP.clip.model import CLIP
-
-    import downstream.model_TVTSv2_ViT_B_32 as arch
-
-    v, t = cfg["vision_cfg"], cfg["text_cfg"]
-
-    def load(*_args, **_kw):  # instead of reading CLIP/models/ViT-B-32.pt
-        return CLIP(cfg["embed_dim"], v["image_size"], v["layers"], v["width"], v["patch_size"], t["context_length"],
-                    t["vocab_size"], t["width"], t["heads"], t["layers"]), None
-
-    clip.load = load
-    full_vit = arch.VisionTransformer
-    arch.VisionTransformer = lambda **kw: full_vit(**{**kw, "layers": v["layers"]})  # reduced depth
-    return arch.TVTSv2_B_32(load_checkpoint=None), clip.tokenize
+    return tr.reference_clip_arch(cfg, "B_32")
 
 
 def _run(src: str, fn_name: str, pick, ns: dict) -> list[int]:
