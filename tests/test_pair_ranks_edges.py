@@ -298,3 +298,30 @@ def test_ranks_from_features_against_dense(dtype):
     _differs(got, dense_t2v(2.0 * S + b, c2v, "optimistic"))
     np.testing.assert_array_equal(got, dense_t2v(S + b, c2v, "optimistic"))
     np.testing.assert_array_equal(M.ranks_from_scores(S[:20]), dense_t2v(S[:20], np.arange(20), "optimistic"))
+
+
+def test_rank_entry_points_name_their_arguments():
+    with pytest.raises(ValueError, match=r"^scores must be a 2-D array, got shape \(3,\)$"):
+        M.ranks_from_scores(np.ones(3))
+    with pytest.raises(ValueError, match=r"^gt must have shape \(2,\), got \(3,\)$"):
+        M.ranks_from_scores(np.eye(2), [0, 1, 1])
+    with pytest.raises(ValueError, match=r"^queries must be a 2-D array, got shape \(2,\)$"):
+        M.ranks_from_features(np.ones(2), np.eye(2), [0])
+    with pytest.raises(ValueError, match=r"^gallery must be a 2-D array, got shape \(2,\)$"):
+        M.ranks_from_features(np.eye(2), np.ones(2), [0, 1])
+    with pytest.raises(ValueError, match=r"^gt must have shape \(2,\), got \(1,\)$"):
+        M.ranks_from_features(np.eye(2), np.eye(2), [0])
+    with pytest.raises(ValueError, match=r"^bias must have shape \(2,\), got \(3,\)$"):
+        M.ranks_from_features(np.eye(2), np.eye(2), [0, 1], bias=np.zeros(3))
+    nan_row = np.array([[np.nan, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"^ranks_from_scores: the ground-truth score is NaN for 1 queries"):
+        M.ranks_from_scores(nan_row)
+    with pytest.raises(ValueError, match=r"^ranks_from_features: the ground-truth score is NaN for 1 queries"):
+        M.ranks_from_features(nan_row, np.eye(2), [0, 1])
+
+
+def test_extreme_scores_are_ranked_as_given():
+    # an infinite score beats every finite one; scores near the float64 maximum stay distinct
+    S = np.array([[0.0, np.inf, -1.0], [1e308, 1.7e308, 0.0], [np.inf, np.inf, 0.0]])
+    assert M.ranks_from_scores(S, [0, 0, 0]).tolist() == [1.0, 1.0, 0.0]
+    assert M.ranks_from_scores(S, [0, 0, 0], "pessimistic").tolist() == [1.0, 1.0, 1.0]
