@@ -325,3 +325,12 @@ def test_extreme_scores_are_ranked_as_given():
     S = np.array([[0.0, np.inf, -1.0], [1e308, 1.7e308, 0.0], [np.inf, np.inf, 0.0]])
     assert M.ranks_from_scores(S, [0, 0, 0]).tolist() == [1.0, 1.0, 0.0]
     assert M.ranks_from_scores(S, [0, 0, 0], "pessimistic").tolist() == [1.0, 1.0, 1.0]
+
+
+def test_metrics_of_float32_ranks_are_computed_in_float64():
+    # ranks 0, 0, 1: MnR = 1 + 1/3 and StdR = sqrt(2)/3 in float64 (float32 arithmetic would round both)
+    for ranks in (np.array([0, 0, 1], np.float32), [0, 0, 1]):
+        m = M.retrieval_metrics(ranks, ks=(1,))
+        assert m["MnR"] == 1.0 + 1.0 / 3.0
+        assert m["StdR"] == float(np.std(np.array([1.0, 1.0, 2.0])))
+        assert m["R@1"] == 100.0 * 2.0 / 3.0 and m["MdR"] == 1.0
