@@ -334,3 +334,67 @@ def test_metrics_of_float32_ranks_are_computed_in_float64():
         assert m["MnR"] == 1.0 + 1.0 / 3.0
         assert m["StdR"] == float(np.std(np.array([1.0, 1.0, 2.0])))
         assert m["R@1"] == 100.0 * 2.0 / 3.0 and m["MdR"] == 1.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_are_the_largest_under_the_byte_cap(dtype):
+    """``block`` is lowered to the most rows whose scores fit ``max_block_bytes`` (one row = gallery size x
+    the features' item size), in the fused pass, its recount pass and the t2v pass of metrics."""
+    rng = np.random.default_rng(107)
+    nv, item = 40, np.dtype(dtype).itemsize
+    T, V, c2v = pairs(rng, nv, 60, 3)  # 100 captions: one threshold tile, the first score_fn call
+    T, V = T.astype(dtype), V.astype(dtype)
+    cap = 5 * nv * item + 3
+    calls = []
+
+    def recorded(q, g):  # minus L1 distance; the threshold tile reads 0.5 high for even videos
+        calls.append((q.shape[0], g.shape[0]))
+        s = neg_l1(q, g)
+        if len(calls) == 1:
+            s[:, 0::2] += 0.5
+        return s
+
+    t2v, v2t, info = P.t2v_v2t_ranks(T, V, c2v, ties="pessimistic", block=1000, score_fn=recorded,
+                                     max_block_bytes=cap, return_info=True)
+    assert info == {"v2t_recounted_videos": nv // 2}
+    S = neg_l1(T, V)
+    np.testing.assert_array_equal(t2v, dense_t2v(S, c2v, "pessimistic"))
+    np.testing.assert_array_equal(v2t, dense_v2t_captions(S.T, c2v, "pessimistic")[0])
+    main = [r for r, g in calls[1:] if g == nv]
+    recount = [r for r, g in calls[1:] if g == 100]
+    assert max(main) == 5 and sum(main) == 100
+    assert max(recount) == cap // (100 * item) and sum(recount) == nv // 2
+    # the t2v pass of metrics
+    calls.clear()
+    got = M.ranks_from_features(T, V, c2v, block=1000, score_fn=lambda q, g: calls.append(q.shape[0]) or q @ g.T,
+                                max_block_bytes=cap)
+    np.testing.assert_array_equal(got, dense_t2v((T @ V.T).astype(np.float64), c2v, "optimistic"))
+    assert max(calls) == 5 and sum(calls) == 100
+
+
+def test_default_block_is_4096_rows():
+    rng = np.random.default_rng(108)
+    c2v = rng.integers(0, 3, size=4100)
+    c2v[:3] = np.arange(3)
+    T, V = quantised(rng, 4100, 2), quantised(rng, 3, 2)
+    rows = []
+
+    def recorded(q, g):
+        rows.append(q.shape[0])
+        return q @ g.T
+
+    M.ranks_from_features(T, V, c2v, score_fn=recorded)
+    assert rows == [4096, 4]
+    rows.clear()
+    P.t2v_v2t_ranks(T, V, c2v, score_fn=recorded)
+    assert [r for r in rows if r > 256] == [4096]  # the threshold tiles have at most 256 rows
+
+
+def test_fused_names_its_inputs_in_errors():
+    with pytest.raises(ValueError, match=r"^text_feats must be a 2-D array, got shape \(2,\)$"):
+        P.t2v_v2t_ranks(np.ones(2), np.eye(2))
+    with pytest.raises(ValueError, match=r"^video_feats must be a 2-D array, got shape \(2,\)$"):
+        P.t2v_v2t_ranks(np.eye(2), np.ones(2))
+    # a NaN video bias makes a t2v ground-truth score NaN (the v2t thresholds stay finite)
+    with pytest.raises(ValueError, match=r"^t2v: the ground-truth score is NaN for 1 queries \(first: index 1\)"):
+        P.t2v_v2t_ranks(np.eye(2), np.eye(2), video_bias=[0.0, np.nan])
