@@ -398,3 +398,9 @@ def test_fused_names_its_inputs_in_errors():
     # a NaN video bias makes a t2v ground-truth score NaN (the v2t thresholds stay finite)
     with pytest.raises(ValueError, match=r"^t2v: the ground-truth score is NaN for 1 queries \(first: index 1\)"):
         P.t2v_v2t_ranks(np.eye(2), np.eye(2), video_bias=[0.0, np.nan])
+
+
+def test_v2t_from_scores_near_the_float64_maximum():
+    S_vc = np.array([[1e308, 1.7e308, 0.0], [0.0, 0.0, 1.0]])  # video 0: caption 0; video 1: captions 1, 2
+    for gallery in ("captions", "videos"):
+        assert P.v2t_ranks_multi_from_scores(S_vc, [0, 1, 1], gallery=gallery).tolist() == [1.0, 0.0]
