@@ -370,6 +370,12 @@ def test_blocks_are_the_largest_under_the_byte_cap(dtype):
                                 max_block_bytes=cap)
     np.testing.assert_array_equal(got, dense_t2v((T @ V.T).astype(np.float64), c2v, "optimistic"))
     assert max(calls) == 5 and sum(calls) == 100
+    # the v2t pass over videos (rows = videos, one row = all captions)
+    calls.clear()
+    got = P.v2t_ranks_multi(V, T, c2v, block=1000, score_fn=lambda q, g: calls.append(q.shape[0]) or q @ g.T,
+                            max_block_bytes=cap)
+    np.testing.assert_array_equal(got, dense_v2t_captions((V @ T.T).astype(np.float64), c2v, "optimistic")[0])
+    assert max(calls) == cap // (100 * item) and sum(calls) == nv
 
 
 def test_default_block_is_4096_rows():
@@ -395,6 +401,8 @@ def test_fused_names_its_inputs_in_errors():
         P.t2v_v2t_ranks(np.ones(2), np.eye(2))
     with pytest.raises(ValueError, match=r"^video_feats must be a 2-D array, got shape \(2,\)$"):
         P.t2v_v2t_ranks(np.eye(2), np.ones(2))
+    with pytest.raises(ValueError, match=r"^video_feats must be a 2-D array, got shape \(2,\)$"):
+        P.v2t_ranks_multi(np.ones(2), np.eye(2), [0, 1])
     # a NaN video bias makes a t2v ground-truth score NaN (the v2t thresholds stay finite)
     with pytest.raises(ValueError, match=r"^t2v: the ground-truth score is NaN for 1 queries \(first: index 1\)"):
         P.t2v_v2t_ranks(np.eye(2), np.eye(2), video_bias=[0.0, np.nan])
@@ -402,5 +410,8 @@ def test_fused_names_its_inputs_in_errors():
 
 def test_v2t_from_scores_near_the_float64_maximum():
     S_vc = np.array([[1e308, 1.7e308, 0.0], [0.0, 0.0, 1.0]])  # video 0: caption 0; video 1: captions 1, 2
+    for gallery in ("captions", "videos"):
+        assert P.v2t_ranks_multi_from_scores(S_vc, [0, 1, 1], gallery=gallery).tolist() == [1.0, 0.0]
+    S_vc = np.array([[0.0, np.inf, -1.0], [0.0, 0.0, 1.0]])  # an infinite score beats every finite one
     for gallery in ("captions", "videos"):
         assert P.v2t_ranks_multi_from_scores(S_vc, [0, 1, 1], gallery=gallery).tolist() == [1.0, 0.0]
