@@ -112,3 +112,13 @@ def test_qb_norm_bank_ties_go_to_the_lower_index():
     np.testing.assert_array_equal(got[1], S[1])
     assert R._bank_topk_set(B[:, :1] * 0 + 1, np.ones((40, 1)), 1, 4, None, None).tolist() == [True] + [False] * 39
     assert R._bank_topk_set(np.ones((1, 1)), np.ones((40, 1)), 3, 4, None, None).tolist() == [True] * 3 + [False] * 37
+
+
+def test_qb_norm_top_k_ties_go_to_the_lower_index():
+    rng = np.random.default_rng(0)
+    B = -rng.integers(0, 3, size=(1, 17)).astype(np.float64)  # many ties among the best values
+    S = np.eye(17)  # query j's best item is j: the rows replaced are the items in R
+    want = dense_topk_set(B, 3)
+    replaced = ~np.all(R.qb_norm(S, B, k=3) == S, axis=1)
+    np.testing.assert_array_equal(replaced, want)
+    np.testing.assert_array_equal(R._bank_topk_set(np.ones((1, 1)), B.T, 3, 4, None, None), want)
