@@ -35,12 +35,12 @@ else
   PAIRS=(
     "stages/video/sampling.py|tests/test_video_sampling.py tests/test_sampling_properties.py tests/test_sampling_edges.py|"
     "stages/backbones/preprocess.py|tests/test_preprocess_edges.py|"
-    "stages/retrieval/metrics.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py|"
-    "stages/retrieval/pair_ranks.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py|"
-    "stages/retrieval/blocks.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py|"
+    "stages/retrieval/metrics.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py tests/test_pair_ranks_edges.py|"
+    "stages/retrieval/pair_ranks.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py tests/test_pair_ranks_edges.py|"
+    "stages/retrieval/blocks.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py tests/test_pair_ranks_edges.py|"
     "stages/retrieval/conventions.py|tests/test_retrieval_metrics.py tests/test_conventions_edges.py|"
     "stages/retrieval/sk_norm.py|tests/test_rerank.py|not 512"
-    "stages/retrieval/rerank.py|tests/test_rerank.py|not 512"
+    "stages/retrieval/rerank.py|tests/test_rerank.py tests/test_rerank_edges.py|not 512"
     "stages/contract/tasks.py|tests/test_tasks.py tests/test_tasks_contract.py|"
     "stages/features/store.py|tests/test_store.py tests/test_store_edges.py|"
   )
