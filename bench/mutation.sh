@@ -39,7 +39,7 @@ else
     "stages/retrieval/pair_ranks.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py tests/test_pair_ranks_edges.py|"
     "stages/retrieval/blocks.py|tests/test_retrieval_metrics.py tests/test_metrics_edges.py tests/test_pair_ranks_edges.py|"
     "stages/retrieval/conventions.py|tests/test_retrieval_metrics.py tests/test_conventions_edges.py|"
-    "stages/retrieval/sk_norm.py|tests/test_rerank.py|not 512"
+    "stages/retrieval/sk_norm.py|tests/test_rerank.py tests/test_sk_norm_edges.py|not 512"
     "stages/retrieval/rerank.py|tests/test_rerank.py tests/test_rerank_edges.py|not 512"
     "stages/contract/tasks.py|tests/test_tasks.py tests/test_tasks_contract.py|"
     "stages/features/store.py|tests/test_store.py tests/test_store_edges.py|"
