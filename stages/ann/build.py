@@ -214,9 +214,11 @@ def build(
     # would otherwise find each query's own node and, through its links, its neighbours (too easy)
     split = int(round(len(queries) * n_tune / (n_tune + n_eval))) if len(queries) > 1 else 0
 
-    def full_size(spec_i: int, known: ExactTopK | None) -> dict[str, Any]:
-        """Pass 2 for one type: train and add (on GPU when there is one), exact neighbours alongside, tune, measure."""
+    def full_size(spec_i: int, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Pass 2 for one type: train and add (on GPU when there is one), exact neighbours alongside (or those
+        of an earlier full-size build, reused), tune, measure."""
         f, bp = specs[spec_i]
+        known = earlier["exact"] if earlier else None
         index, timings, exact, used, fallback = _fill(
             f, lambda: _make(d, f, fmetric, bp), trains[spec_i], source, metric, batch, queries, kk, where, device,
             gpus, later, known)
@@ -229,15 +231,13 @@ def build(
         params, curve, reached = tune(index, tune_set, kk, target_recall)
         tune_seconds = time.perf_counter() - t_tune
         ev = eval_set.evaluate(index, kk)
-        exact_qps = len(queries) / max(exact.seconds, 1e-9) if known is None else known_qps[0]
+        exact_qps = earlier["exact_qps"] if earlier else len(queries) / max(exact.seconds, 1e-9)
         return {"index": index, "timings": timings, "exact": exact, "used": used, "fallback": fallback,
                 "params": params, "curve": curve, "reached": reached, "ev": ev, "tune_seconds": tune_seconds,
                 "exact_qps": exact_qps, "tune_n": len(tune_set.q), "eval_n": len(eval_set.q),
                 "speedup": ev["queries_per_s"] / max(exact_qps, 1e-9), "spec": spec_i}
 
-    known_qps: list[float] = []
-    built = full_size(0, None)
-    known_qps.append(built["exact_qps"])
+    built = full_size(0)
     if len(plan) == 2:  # confirm the predicted winner against the anchor, measured at full size
         trials = record["trials"]
         win_i = next(i for i, t in enumerate(trials) if t.get("chosen"))
@@ -253,11 +253,10 @@ def build(
                        f"more than the {w_t['predicted_speedup_vs_exact']}x predicted for {w_t['factory']}: "
                        f"{w_t['factory']} not built")
         else:
-            exact_known = built["exact"]
             anchor_fig = built
             built = None  # free the anchor before the next build
             anchor_fig.pop("index")
-            other = full_size(1, exact_known)
+            other = full_size(1, anchor_fig)
             confirm.update(predicted_reached=bool(other["reached"]),
                            predicted_measured_speedup_vs_exact=round(other["speedup"], 2))
             if other["reached"] and (other["speedup"] >= anchor_fig["speedup"] or not anchor_fig["reached"]):
@@ -265,14 +264,15 @@ def build(
                 verdict = (f"{w_t['factory']} measured {other['speedup']:.1f}x exact at full size (recall reached), "
                            f"against {anchor_fig['speedup']:.1f}x for {a_t['factory']}: kept")
             elif not other["reached"] and not anchor_fig["reached"]:
-                better = other if other["ev"][f"recall_at_{kk}"] >= anchor_fig["ev"][f"recall_at_{kk}"] else None
-                keep = win_i if better is not None else first
-                built = other if better is not None else full_size(0, exact_known)
+                if other["ev"][f"recall_at_{kk}"] >= anchor_fig["ev"][f"recall_at_{kk}"]:
+                    keep, built = win_i, other
+                else:
+                    keep, built = first, full_size(0, anchor_fig)
                 verdict = "neither reached the target at full size: the more accurate kept"
             else:
                 keep = first
-                other = None
-                built = full_size(0, exact_known)  # the anchor is the quickest to build: built again
+                other = None  # free the winner before the anchor is built again
+                built = full_size(0, anchor_fig)  # the anchor is the quickest to build: built again
                 verdict = (f"{w_t['factory']} measured {confirm['predicted_measured_speedup_vs_exact']}x exact at "
                            f"full size (target {'reached' if confirm['predicted_reached'] else 'missed'}), "
                            f"against {anchor_fig['speedup']:.1f}x for {a_t['factory']}: {a_t['factory']} rebuilt "
