@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
+from numba import config as numba_config  # noqa: E402
 from numba import njit  # noqa: E402
 from numba.core import types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
@@ -44,6 +45,13 @@ def _i64_as_f64(typingctx, x):  # pragma: no cover - compiled
         return builder.bitcast(args[0], ir.DoubleType())
 
     return sig, codegen
+
+
+if numba_config.DISABLE_JIT:
+    # NUMBA_DISABLE_JIT=1 runs the kernels as plain Python (bench/mutation_kernels.py does, to mutate
+    # them); an intrinsic has no Python body, so the same bit cast is done by NumPy there.
+    def _i64_as_f64(x):  # noqa: F811
+        return np.array(x, dtype=np.int64).view(np.float64)[()]
 
 
 @njit(inline="always")
