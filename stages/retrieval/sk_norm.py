@@ -25,7 +25,7 @@ SK-norm (UCoFiA, Sinkhorn-Knopp)
         contract: ``|g - g_exact| <= g_error_bound`` (absolute, in log space - a relative error of
         ``b``), where the bound is computed a posteriori from the run: every one of the ``2 n_iters + 1``
         sums of positive terms contributes ``-log(1 - eps)``, ``eps = 2^-24`` (float32 rounding of an
-        entry) ``+ 6e-9`` (the exponential) ``+ n 2^-53`` (float64 accumulation) ``+`` an underflow term
+        entry) ``+ 7.5e-9`` (the exponential) ``+ n 2^-53`` (float64 accumulation) ``+`` an underflow term
         ``n 2^-126 max(weight) / min(sum)`` for entries that fell below float32's normal range. For the
         default 4 iterations the bound is ~6.3e-7 unless underflow matters; the measured error is ~1e-9.
         If the bound exceeds ``max_error`` (default 1e-6: e.g. more than 6 iterations, or logits so wide
@@ -68,7 +68,7 @@ DEFAULT_SK_MAX_ERROR = 1e-6
 
 # error model of the cached float32 kernel (see the module doc)
 _EPS_F32 = 2.0**-24  # rounding an entry to float32
-_EPS_EXP = 6e-9  # exp_f32acc's relative error
+_EPS_EXP = 7.5e-9  # exp_f32acc's relative error (< 7.3e-9, see _numba.exp_f32acc; it was 6e-9, too low)
 _EPS_F64 = 2.0**-53  # per term of a float64 sum of positive terms
 _TINY_F32 = 2.0**-126  # absolute error of an entry below float32's normal range (flushed to zero or not)
 
