@@ -27,7 +27,8 @@ SK-norm (UCoFiA, Sinkhorn-Knopp)
         sums of positive terms contributes ``-log(1 - eps)``, ``eps = 2^-24`` (float32 rounding of an
         entry) ``+ 7.5e-9`` (the exponential) ``+ n 2^-53`` (float64 accumulation) ``+`` an underflow term
         ``n 2^-126 max(weight) / min(sum)`` for entries that fell below float32's normal range. For the
-        default 4 iterations the bound is ~6.3e-7 unless underflow matters; the measured error is ~1e-9.
+        default 4 iterations the bound is ~5.4e-7 (plus the n 2^-53 terms for large banks) unless underflow
+        matters; the measured error is ~1e-9.
         If the bound exceeds ``max_error`` (default 1e-6: e.g. more than 6 iterations, or logits so wide
         that float32 underflow could matter) the bias is recomputed with ``kernel="exact"`` and the info
         says so (``fallback``). Ranks can differ from the exact ones only where two scores are within
