@@ -143,3 +143,62 @@ def test_milnce_segment_start_and_single_frame():
 def test_float_parameters_refuse_booleans_strings_and_non_finite(bad):
     with pytest.raises(ConfigError, match=r"^sampling policy 'fps': fps must be a positive number, got "):
         S.FpsPolicy(fps=bad)
+
+
+# ---- _prepare and make_policy, hand-worked (their mutants survived the policy and property tests) -------
+def test_timestamps_of_any_shape_and_integer_dtype_are_float_seconds():
+    # a [n, 1] column is read as its n timestamps, as a flat array would be
+    col = np.array([[0.0], [0.5], [1.0], [1.5]])
+    rel, end = S._prepare(col, 2.0, None)
+    assert rel.shape == (4,) and rel.tolist() == [0.0, 0.5, 1.0, 1.5] and end == 2.0
+    assert S.FpsPolicy(fps=2.0).select(col, 2.0).indices.tolist() == [0, 1, 2, 3]
+    # whole-second integer timestamps: the times come back float64 (the FrameSelection contract)
+    rel, end = S._prepare(np.array([3, 4, 5]), 1.0, None)
+    assert rel.dtype == np.float64 and rel.tolist() == [0.0, 1.0, 2.0] and end == 3.0
+    sel = S.AllPolicy().select([3, 4, 5], 1.0)
+    assert sel.times_s.dtype == np.float64 and sel.times_s.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_bad_timestamps_are_refused_with_the_whole_message():
+    with pytest.raises(ValueError, match=r"^no frames to sample from \(0 timestamps\)$"):
+        S.AllPolicy().select(np.array([]), 30.0)
+    with pytest.raises(ValueError, match=r"^timestamps_s must be sorted \(presentation order\)$"):
+        S.AllPolicy().select(np.array([0.0, 1.0, 0.5]), 30.0)
+
+
+def test_equal_timestamps_are_sorted_and_the_later_frame_is_shown():
+    # frames 1 and 2 share t = 0.5 s (sorted, not strictly): accepted; at t = 0.5 the later one is shown
+    ts = np.array([0.0, 0.5, 0.5, 1.0])
+    assert S.AllPolicy().select(ts, 2.0).indices.tolist() == [0, 1, 2, 3]
+    sel = S.FpsPolicy(fps=2.0).select(ts, 2.0)  # end = 1.0 + 1/2 = 1.5: t = 0, 0.5, 1.0
+    assert sel.indices.tolist() == [0, 2, 3] and sel.times_s.tolist() == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("native", [0.0, -25.0, float("nan"), None])
+def test_default_end_without_a_usable_native_rate_is_the_median_gap(native):
+    # frames every 0.5 s; no usable container rate: the end is 1.0 + median gap 0.5 = 1.5 s,
+    # so 4 fps samples t = 0, 0.25, ..., 1.25 (6 units; the clamp 1.0 + 2 us alone would give 5)
+    ts = np.array([0.0, 0.5, 1.0])
+    assert S._prepare(ts, native, None)[1] == 1.5
+    sel = S.FpsPolicy(fps=4.0).select(ts, native)
+    assert sel.times_s.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
+    assert sel.indices.tolist() == [0, 0, 1, 1, 2, 2]
+    # two frames: the one gap is the median (end 1.0: t = 0 .. 0.75)
+    assert S._prepare(np.array([0.0, 0.5]), native, None)[1] == 1.0
+    assert S.FpsPolicy(fps=4.0).select(np.array([0.0, 0.5]), native).indices.tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("native,end", [(1.0, 2.0), (0.5, 3.0), (0.25, 5.0)])
+def test_default_end_at_native_rates_of_one_fps_and_below(native, end):
+    # frames every second, container rate <= 1 fps: the end is one native frame (1 / native s) after the last
+    ts = np.array([0.0, 1.0])
+    assert S._prepare(ts, native, None)[1] == end
+    assert S.FpsPolicy(fps=1.0).select(ts, native).times_s.tolist() == [float(k) for k in range(int(end))]
+
+
+def test_unknown_parameters_name_what_the_policy_takes():
+    with pytest.raises(ConfigError, match=r"^sampling policy 'all' has no parameter\(s\) \['x'\]; it takes none$"):
+        S.make_policy({"policy": "all", "x": 1})
+    with pytest.raises(ConfigError, match=r"^sampling policy 'fps' has no parameter\(s\) \['b', 'rate'\]; "
+                                          r"it takes \['fps'\]$"):
+        S.make_policy({"policy": "fps", "rate": 3, "b": 1})
