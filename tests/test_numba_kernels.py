@@ -117,6 +117,10 @@ def test_row_kernel_counts_above_and_tied_with_the_ground_truth(kind, dtype):
     _row_kernel(S, gt, kind, a, c, x, o_gt2, o_ge2, o_thr2, NO_BEFORE)
     np.testing.assert_array_equal(o_gt2, n_gt)
     np.testing.assert_array_equal(o_ge2, n_ge)
+    # a block of one row still counts the tied-before items
+    o1 = [np.zeros(1, np.int64), np.zeros(1, np.int64), np.empty(1), np.full(1, -7, np.int64)]
+    _row_kernel(S[7:8], gt[7:8], kind, a[7:8], c[7:8], x, *o1)
+    assert o1[3][0] == before[7] == 1 and o1[0][0] == n_gt[7]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -196,7 +200,9 @@ def test_v2t_caps_kernel_scores_each_video_by_its_best_own_caption(kind):
     S[4, [6, 12]] = np.nan  # video 3: all its own captions NaN -> NaN threshold
     S[1, 1] = np.nan  # video 0: one own caption NaN, the others decide
     ra, rc, cx = _params(len(vids), m, 12)
-    S[1, [0, 1, 13]] = [1.0, 1.0, 0.5]  # video 0 (row 1): two own captions tied at the top
+    S[1, [0, 1, 13]] = [1.0, 1.0, np.nan]  # video 0 (row 1): two own captions tied at the top, one NaN
+    if kind == KIND_AFFINE:  # (DSL turns -inf into NaN in NumPy, -inf in the clamped kernel)
+        S[0, [9, 10]] = -np.inf  # video 5 (row 0): every own caption -inf (no NaN): the threshold stays -inf
     cx[1] = cx[0] = 0.25
     w = _ref_values(kind, S, ra[:, None], rc[:, None], cx[None, :])
     o_gt, o_ge, o_own = (np.full(len(vids), -1, np.int64) for _ in range(3))
@@ -214,6 +220,8 @@ def test_v2t_caps_kernel_scores_each_video_by_its_best_own_caption(kind):
         assert o_ge[r] == (w[r, ~own] >= thr).sum()
         assert o_own[r] == max((wo == thr).sum() - 1, 0)
     assert o_own.max() > 0 and (o_ge > o_gt).any()
+    assert o_thr[1] == pytest.approx(_ref_values(kind, 1.0, ra[1], rc[1], 0.25), rel=1e-15)  # NaN passed over
+    assert o_thr[0] == -np.inf or kind != KIND_AFFINE
 
 
 @pytest.mark.parametrize("kind", KINDS)
