@@ -255,8 +255,9 @@ def _sk_scores(n, m, seed, dtype=np.float64):
 
 
 @pytest.mark.parametrize("nt", [1, 3])
-def test_sk_first_pass_row_max_and_column_sums_relative_to_the_block_max(nt):
-    S, scale = _sk_scores(7, 5, 20), 30.0
+@pytest.mark.parametrize("shift", [0.0, -2.0])  # -2: every score negative, so no maximum is 0 or above
+def test_sk_first_pass_row_max_and_column_sums_relative_to_the_block_max(nt, shift):
+    S, scale = _sk_scores(7, 5, 20) + shift, 30.0
     x = scale * S
     rowmax, acc = np.empty(7), np.full((nt, 5), 0.5)
     mblk = _sk_first_pass(S, scale, rowmax, acc)
