@@ -168,3 +168,53 @@ def test_max_error_equal_to_the_bound_is_accepted():
     _, info = sk_norm_bias(bank, gal, scale=10.0, n_iters=2, return_info=True)
     _, info2 = sk_norm_bias(bank, gal, scale=10.0, n_iters=2, max_error=info["g_error_bound"], return_info=True)
     assert info2["fallback"] is None and info2["kernel"] == "float32"
+
+
+def _bound_with_underflow_terms(X, n_iters, kernel_rows):
+    """The float32-kernel bound of the module doc, underflow terms included, from a float64 replica of the
+    run: K = float32(exp(x - rowmax)), b0 = 1 / sum_i exp(x - max), then per iteration the row sums s,
+    a = 1/s, the column sums c and b = 1/c; smin / amax over the kernel rows, cmin and bmax over all."""
+    nb, ng = X.shape
+    K = np.exp(X - X.max(1, keepdims=True)).astype(np.float32).astype(np.float64)
+    b = 1.0 / np.exp(X - X.max()).sum(0)
+    bound = _lerr(_EEXP + 2 * nb * _E64)
+    for _ in range(n_iters):
+        s = K @ b
+        a = 1.0 / s
+        c = a @ K
+        smin, amax = s[kernel_rows].min(), a[kernel_rows].max()
+        n_k = int(np.count_nonzero(kernel_rows))
+        bound += _lerr(_E32 + _EEXP + ng * _E64 + ng * 2.0**-126 * b.max() / smin)
+        bound += _lerr(_E32 + _EEXP + nb * _E64 + n_k * 2.0**-126 * amax / c.min())
+        b = 1.0 / c
+    return bound
+
+
+@pytest.mark.parametrize("nb, ng", [(25, 10), (3, 40)])  # (3, 40): every a_i < 1 (wide rows, few of them)
+def test_bound_charges_the_underflow_terms_when_a_column_is_far_below_every_row_max(nb, ng):
+    # Scores given through score_fn (rows and columns are ids): column 0 lies 65 nats below every row's max,
+    # so its b is ~e^65 and its column sums ~e^-65: the underflow terms n 2^-126 max(b) / min(s) and
+    # n 2^-126 max(a) / min(c) reach ~1e-10 .. 1e-8 of the ~5e-7 bound (on unit features they are < 1e-30).
+    r = np.random.default_rng(30)
+    X = r.uniform(0.0, 5.0, (nb, ng))
+    X[:, 0] = X.max(1) - 65.0
+    ids_b, ids_g = np.arange(nb, dtype=np.float64)[:, None], np.arange(ng, dtype=np.float64)[:, None]
+
+    def score(q, g):
+        return X[q[:, 0].astype(int)][:, g[:, 0].astype(int)]
+
+    want_g = sk_norm_bias_dense(X, n_iters=3)
+    # all four blocks (8, 8, 8, 1 rows) kernel-cached; then the first two only (block 2 and 3 streamed exactly)
+    cases = [(10**6, np.ones(nb, bool))] + ([(640, np.arange(nb) < 16)] if nb == 25 else [])
+    for cache, kernel_rows in cases:
+        g, info = sk_norm_bias(ids_b, ids_g, scale=1.0, n_iters=3, block=8, cache_bytes=cache, score_fn=score,
+                               return_info=True)
+        assert info["kernel"] == "float32" and info["fallback"] is None
+        want_bound = _bound_with_underflow_terms(X, 3, kernel_rows)
+        no_underflow = _expected_bound(nb, ng, 3)
+        assert want_bound - no_underflow > 1e-10  # the underflow terms matter here
+        if nb == 3:  # the maximum a_i is below 1, so the running maximum must start below it
+            K = np.exp(X - X.max(1, keepdims=True))
+            assert (1.0 / (K @ (1.0 / np.exp(X - X.max()).sum(0)))).max() < 1
+        assert info["g_error_bound"] == pytest.approx(want_bound, rel=1e-8, abs=0)
+        assert np.abs(g - want_g).max() <= info["g_error_bound"]
