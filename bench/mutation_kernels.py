@@ -32,6 +32,7 @@ import argparse
 import ast
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -153,7 +154,7 @@ def run_module(module: str, tests: str, kfilter: str, jobs: int, timeout: float,
         command = _test_command(tests, kfilter)
         os.environ["NUMBA_DISABLE_JIT"] = "1"
         # baseline: the unmutated copy must pass, or every mutant would read "killed"
-        base = subprocess.run(command, shell=True, cwd=roots[0], capture_output=True, text=True)
+        base = subprocess.run(shlex.split(command), cwd=roots[0], capture_output=True, text=True)
         if base.returncode != 0:
             shutil.rmtree(work, ignore_errors=True)
             raise SystemExit(f"the tests fail on the unmutated tree (commit them first?):\n{command}\n"
